@@ -1,0 +1,271 @@
+"""Training, fitting and scoring many stitches in one pass over the data.
+
+A :class:`FusedStitches` holds a set of cells (sender layer i -> receiver layer j, each with
+its own stitch). Per batch it runs
+
+1. each sender once, up to all the layers its cells need (one feature-extractor pass);
+2. for each receiver layer j, the stitches into j, concatenated along the batch, through
+   *one* pass of the receiver's suffix from j;
+3. one backward pass for the sum of all cells' losses. Stitches share no parameters, so
+   each stitch's gradient is exactly that of its own loss, and one SGD optimizer over all
+   stitches equals one optimizer per stitch.
+
+The receiver's suffix is per-example (BatchNorm in eval mode), so the rows of one stitch
+never influence another's. Sender and receiver stay in eval mode with frozen weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .data import ImageSet
+from .device import autocast_for
+from .layers import Layer, receiver_suffix, sender_prefix
+from .lstsq import LstsqTooLarge, NormalEquations
+from .stitch import Stitch
+
+__all__ = ["Cell", "FusedStitches", "Cancelled"]
+
+
+class Cancelled(Exception):
+    """The caller asked the run to stop."""
+
+
+@dataclass
+class Cell:
+    """One (sender layer, receiver layer) pair and its stitch, plus what training recorded."""
+
+    sender: object  # core.models.Network actually used (the real one or a random control)
+    receiver: object
+    sender_layer: Layer
+    receiver_layer: Layer
+    stitch: Stitch
+    curve: list = field(default_factory=list)  # [(step, mean loss since the last point)]
+    failed: str | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.sender_layer.name, self.receiver_layer.name
+
+
+def _prefixes(cells: list[Cell], role: str) -> dict[int, tuple[object, object, dict[str, int]]]:
+    """For each distinct sender (or receiver) network: (network, prefix up to every layer its
+    cells need, {layer node: position in the prefix's output})."""
+    out = {}
+    for cell in cells:
+        net = getattr(cell, role)
+        if id(net) not in out:
+            layers = list({getattr(c, f"{role}_layer").node: getattr(c, f"{role}_layer")
+                           for c in cells if getattr(c, role) is net}.values())
+            out[id(net)] = (net, sender_prefix(net, layers), {lay.node: k for k, lay in enumerate(layers)})
+    return out
+
+
+class FusedStitches:
+    """Train, least-squares fit and evaluate ``cells`` together on ``device``."""
+
+    def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None):
+        self.cells = cells
+        self.device = device
+        self.amp = amp
+        self.channels_last = device.type == "cuda"  # NHWC convolutions are faster on tensor cores
+        for cell in cells:
+            cell.stitch.to(device)
+            if self.channels_last:
+                cell.stitch.to(memory_format=torch.channels_last)
+        self._senders = _prefixes(cells, "sender")
+        self._suffixes: dict[tuple[int, str], object] = {}
+        for cell in cells:
+            key = (id(cell.receiver), cell.receiver_layer.node)
+            if key not in self._suffixes:
+                self._suffixes[key] = receiver_suffix(cell.receiver, cell.receiver_layer)
+
+    # --- shared passes -------------------------------------------------------------------------
+    def _activations(self, prefixes, images: torch.Tensor) -> dict[int, list[torch.Tensor]]:
+        """Run each network's prefix once (no grad: the networks are frozen)."""
+        acts = {}
+        with torch.no_grad(), autocast_for(self.device, self.amp):
+            for key, (net, prefix, _) in prefixes.items():
+                x = net.prepare(images)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                acts[key] = prefix(x)
+        return acts
+
+    def _sender_activations(self, images: torch.Tensor) -> dict[int, list[torch.Tensor]]:
+        return self._activations(self._senders, images)
+
+    def _activation(self, acts, cell: Cell) -> torch.Tensor:
+        _, _, index = self._senders[id(cell.sender)]
+        return acts[id(cell.sender)][index[cell.sender_layer.node]]
+
+    def _groups(self, cells: list[Cell]) -> dict[tuple[int, str], list[Cell]]:
+        groups: dict[tuple[int, str], list[Cell]] = defaultdict(list)
+        for cell in cells:
+            groups[(id(cell.receiver), cell.receiver_layer.node)].append(cell)
+        return groups
+
+    def _stitched_logits(self, acts, group_key, group: list[Cell]) -> torch.Tensor:
+        """Logits of every cell in ``group`` (same receiver layer): (len(group), B, classes)."""
+        z = torch.cat([cell.stitch(self._activation(acts, cell)) for cell in group])  # (n*B, *receiver_shape)
+        logits = self._suffixes[group_key](z)
+        return logits.view(len(group), -1, logits.shape[-1])
+
+    # --- task-loss training ------------------------------------------------------------------
+    def train(self, data: ImageSet, epochs: float, batch_size: int, lr: float, momentum: float,
+              weight_decay: float, seed: int, progress=None, cancel=None, log_every: int = 20) -> None:
+        """SGD on the stitches' cross-entropy; failed (diverged) cells are dropped as they fail."""
+        active = self._in_group_order([c for c in self.cells if c.failed is None])
+        if not active:
+            return
+        params = [p for c in active for p in c.stitch.parameters()]
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        steps_per_epoch = -(-len(data) // batch_size)
+        total_steps = max(1, round(epochs * steps_per_epoch))
+        generator = torch.Generator().manual_seed(seed)  # same order for every chunk and every device
+        for c in active:
+            c.stitch.train()
+        running = torch.zeros(len(active), device=self.device)
+        since, step, start = 0, 0, time.perf_counter()
+        try:
+            while step < total_steps:
+                for images, labels in data.batches(batch_size, self.device, shuffle=True, generator=generator):
+                    if step >= total_steps:
+                        break
+                    losses = self._train_step(images, labels, active, optimizer)
+                    running += losses.detach()
+                    since += 1
+                    step += 1
+                    if step % log_every == 0 or step == total_steps:
+                        active, running = self._log(active, running, since, step)
+                        since = 0
+                        if progress:
+                            progress(step, total_steps, time.perf_counter() - start)
+                        if cancel and cancel():
+                            raise Cancelled()
+                        if not active:
+                            return
+        finally:
+            for c in self.cells:
+                c.stitch.eval()
+
+    def _train_step(self, images, labels, active: list[Cell], optimizer) -> torch.Tensor:
+        """One SGD step for every cell in ``active``; returns their losses in ``active`` order.
+
+        ``active`` must be in group order (see :meth:`_in_group_order`)."""
+        acts = self._sender_activations(images)
+        per_cell = []
+        with autocast_for(self.device, self.amp):
+            for key, group in self._groups(active).items():
+                logits = self._stitched_logits(acts, key, group)  # (n, B, classes)
+                target = labels.repeat(len(group))
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target, reduction="none")
+                per_cell.append(loss.view(len(group), -1).mean(1))
+        losses = torch.cat(per_cell)
+        # A diverged cell contributes nothing (and is dropped at the next log point); the
+        # others' gradients are untouched because no parameter is shared.
+        total = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return losses
+
+    def _in_group_order(self, cells: list[Cell]) -> list[Cell]:
+        return [c for group in self._groups(cells).values() for c in group]
+
+    def _log(self, active, running, since, step):
+        means = (running / since).tolist()
+        keep = []
+        for cell, value in zip(active, means):
+            if value != value or value in (float("inf"), float("-inf")):
+                cell.failed = f"training diverged (loss became {value}) by step {step}; try a smaller learning rate"
+                continue
+            cell.curve.append((step, value))
+            keep.append(cell)
+        if len(keep) != len(active):
+            for cell in active:
+                if cell.failed:
+                    for p in cell.stitch.parameters():
+                        p.grad = None
+            return keep, torch.zeros(len(keep), device=self.device)
+        return active, torch.zeros_like(running)
+
+    # --- least squares -------------------------------------------------------------------------
+    def fit_lstsq(self, data: ImageSet, batch_size: int, seed: int, rows_per_batch: int = 8192,
+                  progress=None, cancel=None) -> None:
+        """Fit every stitch's linear part to the receiver's own activation at its layer."""
+        targets = _prefixes(self.cells, "receiver")
+        systems: dict[int, NormalEquations] = {}
+        grams: dict[tuple, dict] = {}
+        for k, cell in enumerate(self.cells):
+            if cell.stitch.has_batchnorm:
+                raise ValueError("least-squares stitches solve the linear map exactly and cannot be combined with "
+                                 "BatchNorm in the stitch; turn bn_before/bn_after off or use mode 'train'")
+            d_in = cell.stitch.linear.weight[0].numel()
+            d_out = cell.stitch.linear.weight.shape[0]
+            gram_key = (id(cell.sender), cell.sender_layer.node, cell.stitch.kind,
+                        cell.stitch.linear.weight.shape[1:], cell.stitch.receiver_shape[1:])
+            try:
+                systems[k] = NormalEquations(d_in, d_out, self.device, grams.get(gram_key))
+            except LstsqTooLarge as exc:
+                cell.failed = str(exc)
+                continue
+            grams.setdefault(gram_key, systems[k].gram)
+        owners = {id(s.gram): k for k, s in reversed(list(systems.items()))}  # one cell adds each Gram's rows
+        generator = torch.Generator().manual_seed(seed)
+        n_batches = -(-len(data) // batch_size)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for b, (images, _) in enumerate(data.batches(batch_size, self.device)):
+                acts = self._sender_activations(images)
+                wanted = self._activations(targets, images)
+                with autocast_for(self.device, self.amp):
+                    rows = {}
+                    for k, system in systems.items():
+                        cell = self.cells[k]
+                        x = cell.stitch.design_rows(self._activation(acts, cell)).float()
+                        _, _, index = targets[id(cell.receiver)]
+                        y = cell.stitch.target_rows(wanted[id(cell.receiver)][index[cell.receiver_layer.node]]).float()
+                        if x.shape[0] > rows_per_batch:  # a fixed random subset of positions keeps it fast
+                            key = x.shape[0]
+                            if key not in rows:
+                                rows[key] = torch.randperm(key, generator=generator)[:rows_per_batch].to(self.device)
+                            x, y = x[rows[key]], y[rows[key]]
+                        if owners[id(system.gram)] == k:
+                            system.add_gram(x)
+                        system.add_cross(x, y)
+                if progress:
+                    progress(b + 1, n_batches, time.perf_counter() - start)
+                if cancel and cancel():
+                    raise Cancelled()
+        for k, system in systems.items():
+            weight, bias = system.solve()
+            self.cells[k].stitch.set_linear(weight, bias)
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, data: ImageSet, batch_size: int, progress=None, cancel=None) -> dict[int, torch.Tensor]:
+        """Confusion matrices ``(classes, classes)`` (rows: true label) for every cell that has not failed."""
+        active = [c for c in self.cells if c.failed is None]
+        k = data.info.num_classes
+        confusion = {id(c): torch.zeros(k * k, dtype=torch.long, device=self.device) for c in active}
+        n_batches = -(-len(data) // batch_size)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for b, (images, labels) in enumerate(data.batches(batch_size, self.device)):
+                acts = self._sender_activations(images)
+                with autocast_for(self.device, self.amp):
+                    for key, group in self._groups(active).items():
+                        predictions = self._stitched_logits(acts, key, group).argmax(-1)  # (n, B)
+                        for cell, pred in zip(group, predictions):
+                            confusion[id(cell)] += torch.bincount(labels * k + pred, minlength=k * k)
+                if progress:
+                    progress(b + 1, n_batches, time.perf_counter() - start)
+                if cancel and cancel():
+                    raise Cancelled()
+        return {id(c): confusion[id(c)].view(k, k).cpu() for c in active}

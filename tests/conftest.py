@@ -1,0 +1,36 @@
+"""Shared fixtures. Every test session gets its own STITCHLAB_HOME, so nothing a test writes
+(datasets unpacked, stores, uploads) touches the user's cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+_HOME = tempfile.mkdtemp(prefix="stitchlab-test-home-")
+os.environ["STITCHLAB_HOME"] = _HOME
+os.environ.pop("STITCHLAB_DB", None)
+os.environ.pop("STITCHLAB_ZOO", None)
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def home():
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def r1111_pair():
+    """Two seeds of the smallest zoo ResNet, loaded once for the session."""
+    from core.grid import cached_model
+
+    return cached_model("zoo/resnet_1111-s0", "cpu"), cached_model("zoo/resnet_1111-s1", "cpu")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from core.store import Store
+
+    return Store(tmp_path / "results.sqlite3")

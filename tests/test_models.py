@@ -1,0 +1,93 @@
+import shutil
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from core import zoo
+from core.checkpoints import CheckpointError, save_checkpoint
+from core.models import list_models, load_model, parse_name
+
+
+def test_names_and_suffixes():
+    assert parse_name("zoo/resnet_1111-s0") == ("zoo/resnet_1111-s0", None)
+    assert parse_name("zoo/resnet_1111-s0@random") == ("zoo/resnet_1111-s0", 0)
+    assert parse_name("torchvision/resnet18@random:7") == ("torchvision/resnet18", 7)
+    with pytest.raises(ValueError, match="unknown model suffix"):
+        parse_name("zoo/x@trained")
+    with pytest.raises(ValueError, match="names start with"):
+        load_model("resnet18")
+    with pytest.raises(zoo.ZooError, match="python -m core models"):
+        load_model("zoo/resnet_9999-s0")
+
+
+def test_zoo_model_is_frozen_and_classifies():
+    net = load_model("zoo/resnet_1111-s0")
+    assert not net.module.training and not any(p.requires_grad for p in net.module.parameters())
+    assert net(torch.rand(4, 1, 32, 32)).shape == (4, 10)
+    assert net.info["test_accuracy"] > 0.9
+
+
+def test_random_copies_are_seeded_and_differ_from_trained():
+    trained = load_model("zoo/resnet_1111-s0")
+    a, b, c = (load_model(f"zoo/resnet_1111-s0@random:{s}") for s in (3, 3, 4))
+    first = next(iter(trained.module.state_dict()))
+    assert torch.equal(a.module.state_dict()[first], b.module.state_dict()[first])
+    assert not torch.equal(a.module.state_dict()[first], c.module.state_dict()[first])
+    assert not torch.equal(a.module.state_dict()[first], trained.module.state_dict()[first])
+    assert a.name == "zoo/resnet_1111-s0@random:3"
+
+
+def test_altered_or_missing_zoo_weights_are_reported(tmp_path, monkeypatch):
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo.manifest_path().parent, copy)
+    monkeypatch.setenv("STITCHLAB_ZOO", str(copy))
+    zoo._read_manifest_cached.cache_clear()
+    weights = copy / "resnet_1111-s0.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(zoo.ZooError, match="was altered"):
+        load_model("zoo/resnet_1111-s0")
+    weights.unlink()
+    with pytest.raises(zoo.ZooError, match="is missing"):
+        load_model("zoo/resnet_1111-s0")
+    zoo._read_manifest_cached.cache_clear()
+
+
+def test_torchvision_random_and_offline_message(monkeypatch):
+    net = load_model("torchvision/resnet18@random")
+    assert net.input_shape == (3, 224, 224) and net.num_classes == 1000
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(ValueError, match=r"torchvision/resnet18@random"):
+        load_model("torchvision/resnet18")
+
+
+def test_file_checkpoints(tmp_path):
+    trained = load_model("zoo/resnet_1111-s0")
+    meta = {"config": trained.config, "dataset": "fashion-mnist", "input_shape": [1, 32, 32],
+            "mean": list(trained.mean), "std": list(trained.std)}
+    own = save_checkpoint(trained.module, tmp_path / "mine.safetensors", meta, dtype=torch.float32)
+    loaded = load_model(f"file:{own}")
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.equal(loaded(x), trained(x))
+
+    plain = tmp_path / "plain.pt"
+    torch.save(trained.module.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="carries no architecture"):
+        load_model(f"file:{plain}")
+    assert torch.equal(load_model(f"file:{plain}", config=trained.config)(x), trained(x))
+
+    with pytest.raises(CheckpointError, match=r"missing keys: .*layer1\.1"):
+        load_model(f"file:{plain}", config={**trained.config, "blocks": [2, 1, 1, 1]})
+
+
+def test_list_models_covers_the_zoo():
+    rows = list_models()
+    assert {r["name"] for r in rows} >= {"zoo/resnet_1111-s0", "zoo/resnet_2222-s1", "zoo/vgg_small-s0"}
+    assert all(r["test_accuracy"] >= 0.9 for r in rows)
