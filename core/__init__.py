@@ -6,18 +6,41 @@ The public names, in the order a notebook uses them::
     layers = list_layers(net)                     # layers: what can be cut
     stitched = stitch(a, b, "layer3.0", "stem")   # stitch: one stitched network
     result = run_grid({...})                      # grid: a whole grid, fused
+
+Names are imported on first use, so ``import core.store`` or ``core.zoo`` (what the
+dashboard's first paint needs) does not pay for importing torch.
 """
 
-from .data import DatasetInfo, ImageSet, load_dataset
-from .grid import CONTROLS, MODES, PRESETS, Cancelled, GridConfig, GridResult, load_grid, run_grid
-from .layers import Layer, list_layers, receiver_suffix, resolve_layer, sender_prefix
-from .models import Network, list_models, load_model
-from .stitch import NotStitchable, Stitch, StitchedNetwork, make_stitch, stitch
-from .store import Store, StoreError
+import importlib
 
-__all__ = [
-    "CONTROLS", "MODES", "PRESETS", "Cancelled", "DatasetInfo", "GridConfig", "GridResult", "ImageSet", "Layer",
-    "Network", "NotStitchable", "Stitch", "StitchedNetwork", "Store", "StoreError", "list_layers", "list_models",
-    "load_dataset", "load_grid", "load_model", "make_stitch", "receiver_suffix", "resolve_layer", "run_grid",
-    "sender_prefix", "stitch",
-]
+_EXPORTS = {
+    "METHODS": "attribution", "METHOD_LABELS": "attribution", "Attribution": "attribution",
+    "StitchedClassifier": "attribution", "attribute": "attribution", "compare": "attribution",
+    "load_stitched": "attribution",
+    "CkaResult": "cka", "MinibatchCKA": "cka", "cka_matrix": "cka", "model_cka": "cka", "stitch_cka": "cka",
+    "DatasetInfo": "data", "ImageSet": "data", "load_dataset": "data",
+    "CONTROLS": "grid", "MODES": "grid", "PRESETS": "grid", "Cancelled": "grid", "GridConfig": "grid",
+    "GridResult": "grid", "load_grid": "grid", "run_grid": "grid", "run_grids": "grid",
+    "Layer": "layers", "list_layers": "layers", "receiver_suffix": "layers", "resolve_layer": "layers",
+    "sender_prefix": "layers",
+    "Network": "models", "list_models": "models", "load_model": "models",
+    "NotStitchable": "stitches", "Stitch": "stitches", "StitchedNetwork": "stitches", "make_stitch": "stitches",
+    "stitch": "stitches",
+    "Store": "store", "StoreError": "store",
+    "SweepConfig": "sweep", "commit_grid": "sweep", "depth_table": "sweep", "expand_models": "sweep",
+    "paper_effect": "sweep", "run_sweep": "sweep", "sweep_status": "sweep", "sweep_summary": "sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

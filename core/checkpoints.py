@@ -30,8 +30,9 @@ class CheckpointError(ValueError):
 
 
 def max_upload_bytes() -> int:
-    """Largest checkpoint StitchLab opens (``STITCHLAB_MAX_CHECKPOINT_MB``, default 500 MB)."""
-    return int(float(os.environ.get("STITCHLAB_MAX_CHECKPOINT_MB", "500")) * 1024 * 1024)
+    """Largest checkpoint StitchLab opens (``STITCHLAB_MAX_CHECKPOINT_MB``, default 200 MB, as the app's
+    upload limit in .streamlit/config.toml)."""
+    return int(float(os.environ.get("STITCHLAB_MAX_CHECKPOINT_MB", "200")) * 1024 * 1024)
 
 
 def _is_safetensors(path: Path) -> bool:

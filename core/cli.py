@@ -105,11 +105,138 @@ def cmd_grid(args) -> None:
     _write_json(result.to_json(), args.json)
 
 
+def cmd_cka(args) -> None:
+    from .cka import model_cka
+
+    show = _progress_printer(args.quiet)
+    progress = None if show is None else (lambda fraction, message: show(
+        {"stage": "done" if fraction >= 1 else "cka", "fraction": fraction, "message": message}))
+    result = model_cka(args.model_a, args.model_b, layers_a=_csv(args.layers_a), layers_b=_csv(args.layers_b),
+                       dataset=args.dataset, limit=args.limit, batch_size=args.batch_size, kernel=args.kernel,
+                       sigma=args.sigma, device=args.device, progress=progress)
+    _write_json(result.to_json(), args.json)
+
+
+def cmd_sweep(args) -> None:
+    from .store import Store
+    from .sweep import SweepConfig, paper_effect, run_sweep, sweep_summary
+
+    config = SweepConfig(models=_csv(args.models), pairs=args.pairs, controls=_csv(args.controls), mode=args.mode,
+                         epochs=args.epochs, train_limit=args.train_limit, eval_limit=args.eval_limit)
+
+    def show(event):
+        eta = f", ~{event['eta']:.0f}s left" if event.get("eta") is not None else ""
+        failed = f", {event['failed']} failed" if event["failed"] else ""
+        line = f"[{event['done']}/{event['total']} grids{failed}{eta}] {event['message']}"
+        end = "\n" if event["stage"] in ("start", "grid", "done") else ""
+        print("\r" + (line if end else line[:79]).ljust(79), end=end, file=sys.stderr, flush=True)
+
+    store = Store(args.db)
+    try:
+        status = run_sweep(config, store, executor=args.executor, device=args.device, name=args.name,
+                           ray_address=args.ray_address, progress=None if args.quiet else show)
+    except KeyboardInterrupt:
+        print("\nsweep interrupted; rerun the same command to resume it", file=sys.stderr)
+        raise
+    effect = paper_effect(sweep_summary(store, status["run_id"]))
+    if args.json:
+        _write_json({**status, "effect": effect}, args.json)
+        return
+    print(f"sweep {status['name']} ({status['run_id']}): {status['done']}/{status['total']} grids done, "
+          f"{status['failed']} failed")
+    for control, regions in effect.items():
+        means = ", ".join(f"{region} {r['mean_accuracy']:.3f}" for region, r in regions.items()
+                          if r["mean_accuracy"] is not None)
+        print(f"  {control}: {means}")
+
+
 def cmd_zoo_train(args) -> None:
     from .zoo_train import train_zoo
 
     train_zoo(preset=args.preset, only=_csv(args.only), device=args.device, epochs=args.epochs,
-              train_limit=args.train_limit, out_dir=Path(args.out) if args.out else None)
+              train_limit=args.train_limit, out_dir=Path(args.out) if args.out else None, dataset=args.dataset)
+
+
+def cmd_lesson_build(args) -> None:
+    from .lesson import build_lesson
+
+    build_lesson(args.device, Path(args.out) if args.out else None, args.train_limit, args.eval_limit,
+                 log=lambda line: print(line, file=sys.stderr))
+
+
+def cmd_worker(args) -> None:
+    from .jobs import run_worker
+
+    run_worker(args.db, idle_exit=args.idle_exit if args.idle_exit > 0 else None)
+
+
+def cmd_runs(args) -> None:
+    from .store import Store
+
+    runs = Store(args.db).list_runs(kind=args.kind)
+    if args.json:
+        _write_json(runs, args.json)
+        return
+    for r in runs:
+        cfg = r["config"]
+        pair = f"{cfg.get('sender', cfg.get('model_a', ''))} -> {cfg.get('receiver', cfg.get('model_b', ''))}"
+        print(f"{r['id']}  {r['kind']:<6} {r['status']:<10} {pair}  {r['name'] or ''}")
+
+
+def cmd_attribute(args) -> None:
+    from .attribution import METHODS, attribute, attribution_figure, compare, load_stitched
+    from .data import load_dataset
+    from .device import resolve_device
+    from .models import load_model
+    from .store import Store
+
+    if args.method not in METHODS:
+        raise UserError(f"unknown method {args.method!r}: choose one of {', '.join(METHODS)}")
+    if args.stitch:
+        parts = args.stitch.split(":")
+        if len(parts) != 3 or not all(parts):
+            raise UserError(f"--stitch takes RUN_ID:SENDER_LAYER:RECEIVER_LAYER (e.g. 3f2a9c1b0d4e:layer3.0:layer2.0; "
+                            f"python -m core runs lists runs), got {args.stitch!r}")
+        stitched = load_stitched(Store(args.db), *parts, device=args.device)
+        run_models = (stitched.sender.name, stitched.receiver.name, stitched.run["sender"], stitched.run["receiver"])
+        if args.model not in ("-", *run_models):
+            raise UserError(f"model {args.model!r} is not part of run {parts[0]} ({' -> '.join(run_models[2:])}); "
+                            f"give '-' to use the run's own models")
+        layers = dict(item.split("=", 1) for item in _csv(args.layer) or [] if "=" in item)
+        if args.layer and len(layers) != len(_csv(args.layer)):
+            raise UserError(f"with --stitch, --layer takes KEY=NAME pairs for sender, receiver and stitched "
+                            f"(e.g. sender=layer2.0,stitched=stitch), got {args.layer!r}")
+        dataset = args.dataset or stitched.dataset
+    else:
+        if args.model == "-":
+            raise UserError("MODEL '-' means 'the run's models' and needs --stitch RUN_ID:SENDER_LAYER:RECEIVER_LAYER")
+        net = load_model(args.model, resolve_device(args.device))
+        dataset = args.dataset or "fashion-mnist"
+    test = load_dataset(dataset, "test")
+    if not 0 <= args.index < len(test):
+        raise UserError(f"--index {args.index} is out of range: the {dataset} test split has images 0..{len(test) - 1}")
+    image, label = test.images[args.index:args.index + 1].float() / 255, int(test.labels[args.index])
+    if args.stitch:
+        results = compare(stitched.sender, stitched.receiver, stitched, image, args.target, args.method,
+                          seed=args.seed, layers=layers)
+    else:
+        results = {"model": attribute(net, image, args.target, args.method, args.layer, seed=args.seed)}
+    png = Path(args.png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    attribution_figure(image[0], results, test.info.classes, label).savefig(png)
+    print(f"wrote {png}", file=sys.stderr)
+    if args.json:
+        classes = test.info.classes
+
+        def describe(a):
+            k = int(a.predictions[0])
+            return {"name": a.name, "prediction": k, "class": classes[k] if k < len(classes) else None,
+                    "probability": float(a.probabilities[0, k]), "target": int(a.target[0]), "layer": a.layer,
+                    "seconds": round(a.seconds, 3), "display": a.display[0].round(4).tolist()}
+
+        _write_json({"method": args.method, "dataset": dataset, "index": args.index, "label": label,
+                     "label_class": classes[label], "networks": {k: describe(a) for k, a in results.items()}},
+                    args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", required=True, help="where to write the result ('-' for stdout)")
     p.set_defaults(func=cmd_grid)
 
+    p = sub.add_parser("sweep", help="run (or resume) many grids: every pair of the models matched")
+    p.add_argument("--models", required=True, metavar="PATTERN[,PATTERN]", help="globs, e.g. 'zoo/resnet_*-s0'")
+    p.add_argument("--pairs", default="all", help="all | diagonal | distinct (default all)")
+    p.add_argument("--controls", default="none", metavar="C1,C2",
+                   help="none,random-sender,random-receiver,random-both (default none)")
+    p.add_argument("--mode", default="train", help="train | lstsq | lstsq+train (default train)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--train-limit", type=int, metavar="N", help="use the first N training images")
+    p.add_argument("--eval-limit", type=int, metavar="N", help="score on the first N test images")
+    p.add_argument("--executor", default="local", help="local | ray (default local)")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="a Ray cluster, e.g. HEAD:6379 (default: a local Ray)")
+    p.add_argument("--db", metavar="PATH", help="SQLite store (default: $STITCHLAB_DB or the home folder's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--name", required=True, help="the sweep's name in the store")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", metavar="PATH", help="write status and effect as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("cka", help="CKA similarity between every layer of two models")
+    p.add_argument("model_a", help="e.g. zoo/resnet_1111-s0")
+    p.add_argument("model_b")
+    p.add_argument("--layers-a", metavar="L1,L2", help="default: stem and every block (as a grid)")
+    p.add_argument("--layers-b", metavar="L1,L2")
+    p.add_argument("--kernel", default="linear", help="linear | rbf (default linear)")
+    p.add_argument("--sigma", type=float, default=0.8, help="rbf bandwidth as a fraction of the median distance")
+    p.add_argument("--batch-size", type=int, default=500, help="minibatch size, at least 4 (default 500)")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N test images (default: all)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | folder:PATH")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", metavar="PATH", required=True, help="where to write the result ('-' for stdout)")
+    p.set_defaults(func=cmd_cka)
+
     p = sub.add_parser("zoo", help="the model zoo: zoo train")
     zsub = p.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
     t = zsub.add_parser("train", help="retrain the zoo and rewrite its manifest")
@@ -160,7 +320,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="override the recipe's epochs (quick checks)")
     t.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images (quick checks)")
     t.add_argument("--out", metavar="DIR", help="write weights and manifest here instead of the preset's folder")
+    t.add_argument("--dataset", help="fashion-mnist | cifar10 (paper preset: default CIFAR-10 when it can be had)")
     t.set_defaults(func=cmd_zoo_train)
+
+    p = sub.add_parser("lesson", help="the Lesson page's material: lesson build")
+    lsub = p.add_subparsers(dest="lesson_command", required=True, parser_class=_Parser)
+    t = lsub.add_parser("build", help="compute the lesson's grids and CKA (assets/lesson/lesson.json)")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    t.add_argument("--out", metavar="PATH", help="write here instead of assets/lesson/lesson.json")
+    t.add_argument("--train-limit", type=int, metavar="N", help="first N training images (quick checks)")
+    t.add_argument("--eval-limit", type=int, metavar="N", help="first N test images (quick checks)")
+    t.set_defaults(func=cmd_lesson_build)
+
+    p = sub.add_parser("worker", help="serve the job queue of a store (the dashboard starts this itself)")
+    p.add_argument("--db", metavar="PATH", help="the store (default: $STITCHLAB_DB or ~/.cache/stitchlab)")
+    p.add_argument("--idle-exit", type=float, default=600, help="exit after this many idle seconds (0: never)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("runs", help="list the runs in a store")
+    p.add_argument("--db", metavar="PATH")
+    p.add_argument("--kind", help="grid | cka | sweep")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("attribute", help="attribution maps (captum) of a model, or of a stored stitch and its networks")
+    p.add_argument("model", help="a model name, or '-' with --stitch (the run's own models)")
+    p.add_argument("--stitch", metavar="RUN_ID:SENDER_LAYER:RECEIVER_LAYER",
+                   help="a trained stitch of a stored grid: draw sender, receiver and stitched network side by side")
+    p.add_argument("--db", metavar="PATH", help="the store holding the --stitch run (default: the usual one)")
+    p.add_argument("--method", default="ig", help="ig | saliency | gradientshap | occlusion | gradcam (default ig)")
+    p.add_argument("--index", type=int, default=0, metavar="K", help="test image K of the dataset (default 0)")
+    p.add_argument("--target", type=int, metavar="T", help="class to explain (default: the (receiver's) prediction)")
+    p.add_argument("--layer", metavar="NAME", help="Grad-CAM layer; with --stitch: sender=NAME,stitched=NAME,...")
+    p.add_argument("--dataset", help="fashion-mnist | cifar10 | folder:PATH (default: the run's, else fashion-mnist)")
+    p.add_argument("--seed", type=int, default=0, help="GradientShap's noise seed")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--png", metavar="PATH", required=True, help="where to write the figure")
+    p.add_argument("--json", metavar="PATH", help="also write predictions and maps as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_attribute)
     return parser
 
 

@@ -29,6 +29,7 @@ import torchvision
 from torchvision.datasets.utils import extract_archive
 
 from . import paths
+from .data_info import CLASSES
 
 __all__ = ["DatasetInfo", "ImageSet", "load_dataset", "list_datasets", "DEBIAN_FASHION_MNIST"]
 
@@ -51,12 +52,11 @@ class DatasetInfo:
 
 
 FASHION_MNIST = DatasetInfo(
-    "fashion-mnist", tuple(torchvision.datasets.FashionMNIST.classes), (1, 32, 32),
+    "fashion-mnist", CLASSES["fashion-mnist"], (1, 32, 32),
     # Statistics of the padded 32x32 training images (the 28x28 ones have 0.2860 / 0.3530).
     (0.2190,), (0.3318,))
 CIFAR10 = DatasetInfo(
-    "cifar10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    "cifar10", CLASSES["cifar10"], (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 @dataclass

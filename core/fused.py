@@ -16,20 +16,34 @@ never influence another's. Sender and receiver stay in eval mode with frozen wei
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse
 
 from .data import ImageSet
 from .device import autocast_for
 from .layers import Layer, receiver_suffix, sender_prefix
 from .lstsq import LstsqTooLarge, NormalEquations
-from .stitch import Stitch
+from .stitches import Stitch
 
 __all__ = ["Cell", "FusedStitches", "Cancelled"]
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(device: torch.device):
+    """cuDNN picks the fastest convolution algorithm per shape (the grid's shapes never change)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda" or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 class Cancelled(Exception):
@@ -48,13 +62,14 @@ class Cell:
     curve: list = field(default_factory=list)  # [(step, mean loss since the last point)]
     failed: str | None = None
     notes: list = field(default_factory=list)
+    owner: object = None  # whose cell this is (the grid it belongs to, when several share a pass)
 
     @property
     def key(self) -> tuple[str, str]:
         return self.sender_layer.name, self.receiver_layer.name
 
 
-def _prefixes(cells: list[Cell], role: str) -> dict[int, tuple[object, object, dict[str, int]]]:
+def _prefixes(cells: list[Cell], role: str, fold_bn: bool = False) -> dict[int, tuple[object, object, dict]]:
     """For each distinct sender (or receiver) network: (network, prefix up to every layer its
     cells need, {layer node: position in the prefix's output})."""
     out = {}
@@ -63,28 +78,50 @@ def _prefixes(cells: list[Cell], role: str) -> dict[int, tuple[object, object, d
         if id(net) not in out:
             layers = list({getattr(c, f"{role}_layer").node: getattr(c, f"{role}_layer")
                            for c in cells if getattr(c, role) is net}.values())
-            out[id(net)] = (net, sender_prefix(net, layers), {lay.node: k for k, lay in enumerate(layers)})
+            prefix = sender_prefix(net, layers)
+            if fold_bn:
+                prefix.extractor = _fold_batchnorm(prefix.extractor)
+            out[id(net)] = (net, prefix, {lay.node: k for k, lay in enumerate(layers)})
     return out
 
 
-class FusedStitches:
-    """Train, least-squares fit and evaluate ``cells`` together on ``device``."""
+def _fold_batchnorm(graph_module):
+    """A copy of a frozen graph with each eval-mode BatchNorm folded into the conv before it.
 
-    def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None):
+    One pass over memory instead of two per conv; the copy keeps the original network intact.
+    """
+    clone = copy.deepcopy(graph_module)
+    clone.eval()  # (a deep copy of torchvision's DualGraphModule comes back in train mode)
+    return fuse(clone, inplace=True)
+
+
+class FusedStitches:
+    """Train, least-squares fit and evaluate ``cells`` together on ``device``.
+
+    Speed options (defaults: what measured fastest, see BENCHMARKS.md): ``amp`` bf16 autocast
+    (default on CUDA), ``channels_last`` NHWC layout (default on CUDA), ``fold_bn`` BatchNorm of
+    the frozen networks folded into the preceding convolution (torch.fx's ``fuse``; exact up to
+    float rounding), ``compile`` the receiver suffixes with ``torch.compile``.
+    """
+
+    def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None,
+                 channels_last: bool | None = None, fold_bn: bool = True, compile: bool = False):
         self.cells = cells
         self.device = device
         self.amp = amp
-        self.channels_last = device.type == "cuda"  # NHWC convolutions are faster on tensor cores
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
         for cell in cells:
             cell.stitch.to(device)
             if self.channels_last:
                 cell.stitch.to(memory_format=torch.channels_last)
-        self._senders = _prefixes(cells, "sender")
+        self._senders = _prefixes(cells, "sender", fold_bn)
         self._suffixes: dict[tuple[int, str], object] = {}
         for cell in cells:
             key = (id(cell.receiver), cell.receiver_layer.node)
             if key not in self._suffixes:
-                self._suffixes[key] = receiver_suffix(cell.receiver, cell.receiver_layer)
+                suffix = receiver_suffix(cell.receiver, cell.receiver_layer)
+                suffix = _fold_batchnorm(suffix) if fold_bn else suffix
+                self._suffixes[key] = torch.compile(suffix, dynamic=False) if compile else suffix
 
     # --- shared passes -------------------------------------------------------------------------
     def _activations(self, prefixes, images: torch.Tensor) -> dict[int, list[torch.Tensor]]:
@@ -131,6 +168,8 @@ class FusedStitches:
         generator = torch.Generator().manual_seed(seed)  # same order for every chunk and every device
         for c in active:
             c.stitch.train()
+        autotune = _cudnn_autotune(self.device)
+        autotune.__enter__()
         running = torch.zeros(len(active), device=self.device)
         since, step, start = 0, 0, time.perf_counter()
         try:
@@ -152,6 +191,7 @@ class FusedStitches:
                         if not active:
                             return
         finally:
+            autotune.__exit__(None, None, None)
             for c in self.cells:
                 c.stitch.eval()
 
@@ -256,7 +296,7 @@ class FusedStitches:
         confusion = {id(c): torch.zeros(k * k, dtype=torch.long, device=self.device) for c in active}
         n_batches = -(-len(data) // batch_size)
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), _cudnn_autotune(self.device):
             for b, (images, labels) in enumerate(data.batches(batch_size, self.device)):
                 acts = self._sender_activations(images)
                 with autocast_for(self.device, self.amp):

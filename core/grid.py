@@ -5,183 +5,31 @@ controls), lists the layers, builds one stitch per pair, splits the pairs into c
 in memory, and for each chunk trains and/or least-squares fits the stitches in one fused pass
 (:mod:`core.fused`), scores them on the test split and commits every cell to the store.
 
-Metrics of a cell, all on the test split:
-
-* ``accuracy``: the stitched network's accuracy;
-* ``penalty`` = receiver accuracy - stitched accuracy (positive: stitching lost accuracy);
-* ``relative`` = stitched accuracy / receiver accuracy.
-
-The reference "receiver accuracy" is always that of the *pretrained* receiver, also under a
-control. A pair no stitch can connect is ``not_stitchable`` and its metrics are ``None``
-(``null`` in JSON), never 0.
+What a grid is (config, result, metrics) lives in :mod:`core.results`.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import paths, zoo
 from .data import ImageSet, load_dataset
 from .device import autocast_for, resolve_device
 from .fused import Cancelled, Cell, FusedStitches
 from .layers import Layer, layer_graph, list_layers, resolve_layer
 from .models import Network, load_model, parse_name
-from .stitch import DEFAULT_MAX_PARAMS, NotStitchable, Stitch, make_stitch
+from .results import CONTROLS, MODES, PRESETS, GridConfig, GridResult, load_grid, summarize
+from .stitches import NotStitchable, Stitch, make_stitch
 
-__all__ = ["GridConfig", "GridResult", "run_grid", "load_grid", "MODES", "CONTROLS", "PRESETS", "Cancelled",
-           "evaluate_network", "cached_model"]
-
-MODES = ("train", "lstsq", "lstsq+train")
-CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
-# What the dashboard offers; the CLI exposes every field.
-PRESETS = {
-    "instant": {"mode": "lstsq"},
-    "standard": {"mode": "train", "epochs": 1.0},
-    # The seed paper: 3-4 epochs, SGD momentum 0.9, lr 0.01, batch 256, weight decay 0.01.
-    "paper": {"mode": "train", "epochs": 3.0, "lr": 0.01, "momentum": 0.9, "batch_size": 256, "weight_decay": 0.01},
-}
-
-
-@dataclass
-class GridConfig:
-    """Everything that determines a grid's result (and so its identity in the store)."""
-
-    sender: str
-    receiver: str
-    sender_layers: list[str] | None = None  # None: the default layers (stem + blocks)
-    receiver_layers: list[str] | None = None
-    pairs: list[list[str]] | None = None  # a subset of (sender layer, receiver layer); None: all
-    mode: str = "train"
-    control: str = "none"
-    dataset: str = "fashion-mnist"
-    epochs: float = 1.0
-    batch_size: int = 256
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.01
-    train_limit: int | None = None  # first N training images (None: all)
-    eval_limit: int | None = None  # first N test images (None: all)
-    seed: int = 0
-    bn_before: bool = False
-    bn_after: bool = False
-    lstsq_rows: int = 8192  # rows per batch used for the normal equations (positions subsampled)
-    max_stitch_params: int = DEFAULT_MAX_PARAMS
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        if self.control not in CONTROLS:
-            raise ValueError(f"unknown control {self.control!r}: choose one of {', '.join(CONTROLS)}")
-        if self.epochs <= 0 and self.mode != "lstsq":
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        for name in ("batch_size", "lstsq_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("train_limit", "eval_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive number of images, got {value}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GridConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown grid settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def identity(self, device: torch.device) -> dict:
-        """The config plus what else changes the numbers: model weights and device type."""
-        return {**asdict(self), "sender_weights": _fingerprint(self.sender),
-                "receiver_weights": _fingerprint(self.receiver), "device_type": device.type}
-
-
-def _fingerprint(name: str) -> str:
-    base, _ = parse_name(name)
-    if base.startswith("zoo/"):
-        return zoo.zoo_entry(base[4:])["sha256"]
-    if base.startswith("paper/"):
-        return zoo.zoo_entry(base[6:], paths.home() / "zoo-paper")["sha256"]
-    if base.startswith("file:"):
-        return zoo.sha256_of(Path(base[5:]).expanduser())
-    return base
-
-
-@dataclass
-class GridResult:
-    """A finished (or partial) grid. ``cells[(i, j)]`` holds status, accuracy and details."""
-
-    config: dict
-    sender_layers: list[str]
-    receiver_layers: list[str]
-    sender_shapes: list[list[int]]
-    receiver_shapes: list[list[int]]
-    cells: dict = field(default_factory=dict)
-    sender_accuracy: float | None = None
-    receiver_accuracy: float | None = None
-    reference_accuracy: float | None = None
-    seconds: float = 0.0
-    status: str = "done"
-    run_id: str | None = None
-    reused: bool = False
-
-    def value(self, i: str, j: str, metric: str = "accuracy") -> float | None:
-        cell = self.cells.get((i, j))
-        if not cell or cell["status"] != "done" or cell["accuracy"] is None:
-            return None
-        acc = cell["accuracy"]
-        if metric == "accuracy":
-            return acc
-        ref = self.reference_accuracy
-        if metric == "penalty":
-            return None if ref is None else ref - acc
-        if metric == "relative":
-            return None if not ref else acc / ref
-        raise ValueError(f"unknown metric {metric!r}: accuracy, penalty or relative")
-
-    def matrix(self, metric: str = "accuracy") -> list[list[float | None]]:
-        """Rows: sender layers; columns: receiver layers; None where there is no number."""
-        return [[self.value(i, j, metric) for j in self.receiver_layers] for i in self.sender_layers]
-
-    def status_matrix(self) -> list[list[str]]:
-        return [[self.cells.get((i, j), {}).get("status", "missing") for j in self.receiver_layers]
-                for i in self.sender_layers]
-
-    def to_json(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "sender": self.config["sender"],
-            "receiver": self.config["receiver"],
-            "sender_layers": self.sender_layers,
-            "receiver_layers": self.receiver_layers,
-            "sender_shapes": self.sender_shapes,
-            "receiver_shapes": self.receiver_shapes,
-            "accuracy": self.matrix("accuracy"),
-            "penalty": self.matrix("penalty"),
-            "relative": self.matrix("relative"),
-            "status": self.status_matrix(),
-            "reasons": {f"{i} -> {j}": c["details"].get("reason") for (i, j), c in self.cells.items()
-                        if c["status"] != "done"},
-            "sender_accuracy": self.sender_accuracy,
-            "receiver_accuracy": self.receiver_accuracy,
-            "reference_accuracy": self.reference_accuracy,
-            "mode": self.config["mode"],
-            "control": self.config["control"],
-            "dataset": self.config["dataset"],
-            "seconds": round(self.seconds, 3),
-            "reused": self.reused,
-            "config": self.config,
-        }
+__all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS", "PRESETS",
+           "Cancelled", "evaluate_network", "cached_model"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -222,16 +70,17 @@ def _cell_seed(seed: int, i: str, j: str) -> int:
     return zlib.crc32(f"{seed}:{i}:{j}".encode())
 
 
-def _plan_chunks(cells: list[Cell], device: torch.device, batch_size: int, backward: bool) -> list[list[Cell]]:
+def _plan_chunks(cells: list[Cell], device: torch.device, batch_size: int, backward: bool,
+                 memory_fraction: float = 0.45) -> list[list[Cell]]:
     """Group cells (in receiver-layer order) so each chunk's activations fit in memory.
 
     Fewer chunks means fewer sender passes; with ``backward`` the activations of the
     receiver's suffix are kept for the backward pass, hence the larger estimate."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget, bytes_per = 0.45 * free, 2
-    else:
-        budget, bytes_per = 1.5e9, 4
+        budget, bytes_per = memory_fraction * free, 2
+    else:  # STITCHLAB_CPU_CHUNK_MB: lower it on a small machine (1: one stitch per chunk)
+        budget, bytes_per = float(os.environ.get("STITCHLAB_CPU_CHUNK_MB", "1500")) * 1e6, 4
     chunks, current, used = [], [], 0.0
     for cell in cells:
         graph = layer_graph(cell.receiver.module, cell.receiver.input_shape)
@@ -263,18 +112,22 @@ def load_stitch(details: dict, blob: bytes) -> Stitch:
 
 
 def run_grid(config: GridConfig | dict, store=None, device: str | torch.device = "auto", progress=None,
-             cancel=None, name: str | None = None, reuse: bool = True) -> GridResult:
+             cancel=None, name: str | None = None, reuse: bool = True, memory_fraction: float = 0.45,
+             engine: dict | None = None) -> GridResult:
     """Train and score a stitching grid; see the module docstring.
 
     Args:
         config: a :class:`GridConfig` (or a dict of its fields).
         store: a :class:`core.store.Store` to commit cells to, resume from and reuse results from.
         device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
-        progress: called with a dict ``{"stage", "fraction", "message", "eta"}`` as work advances.
+        progress: called with a dict ``{"stage", "fraction", "message", "eta", "run_id"}`` as work advances.
         cancel: a callable returning True to stop; finished cells stay in the store, and
             :class:`Cancelled` is raised.
         reuse: with a store, return a finished run of the same configuration without recomputing,
             and resume an unfinished one.
+        memory_fraction: share of free GPU memory one fused chunk may use (smaller: more, smaller
+            chunks; the results are the same). The job runner lowers it after an out-of-memory.
+        engine: speed options of :class:`core.fused.FusedStitches` (``fold_bn``, ``compile``, ...).
 
     Example::
 
@@ -283,89 +136,152 @@ def run_grid(config: GridConfig | dict, store=None, device: str | torch.device =
         >>> result.matrix("accuracy")[0][0]
         0.81
     """
-    config = config if isinstance(config, GridConfig) else GridConfig.from_dict(config)
-    config.validate()
+    return run_grids([config], store, device, progress, cancel, [name], reuse, memory_fraction, engine)[0]
+
+
+def run_grids(configs: list[GridConfig | dict], store=None, device: str | torch.device = "auto", progress=None,
+              cancel=None, names: list[str | None] | None = None, reuse: bool = True, memory_fraction: float = 0.45,
+              engine: dict | None = None) -> list[GridResult]:
+    """Several grids at once, e.g. a grid and its random controls: grids that train alike (same
+    recipe, data and seed) share one pass over the data, one fused chunk plan, and each
+    network's prefix pass. Each grid is still its own run in the store. Arguments as :func:`run_grid`."""
+    configs = [c if isinstance(c, GridConfig) else GridConfig.from_dict(c) for c in configs]
+    for config in configs:
+        config.validate()
+    names = list(names or [None] * len(configs))
     device = resolve_device(device)
+    results: list[GridResult | None] = [None] * len(configs)
+    groups: dict[tuple, list[int]] = {}
+    for k, config in enumerate(configs):
+        groups.setdefault(_training_signature(config), []).append(k)
     start = time.perf_counter()
-    report = _Reporter(progress, start)
+    for g, members in enumerate(groups.values()):
+        report = _Reporter(progress, start, g / len(groups), (g + 1) / len(groups))
+        jobs = [_GridJob(configs[k], names[k]) for k in members]
+        _run_group(jobs, store, device, report, cancel, reuse, memory_fraction, engine or {})
+        for k, job in zip(members, jobs):
+            results[k] = job.result
+    return results
 
-    report("load", 0.0, f"loading {config.sender} and {config.receiver}")
-    used_sender, used_receiver, receiver = _networks(config, device)
-    s_layers, r_layers = _layers(used_sender, config.sender_layers), _layers(used_receiver, config.receiver_layers)
-    wanted = _pairs(config, s_layers, r_layers)
-    test = load_dataset(config.dataset, "test", config.eval_limit)
-    if receiver.num_classes != test.info.num_classes:
-        raise ValueError(f"receiver {config.receiver} predicts {receiver.num_classes} classes but {config.dataset} has "
-                         f"{test.info.num_classes}; stitching is scored on the receiver's task, so pick a receiver "
-                         f"trained on {config.dataset}")
-    if len(test.class_counts()) < 2 or sum(1 for c in test.class_counts() if c) < 2:
-        raise ValueError(f"the {config.dataset} test split has fewer than two classes with images; accuracy would be "
-                         f"meaningless")
 
-    result = GridResult(asdict(config), [lay.name for lay in s_layers], [lay.name for lay in r_layers],
-                        [list(lay.shape) for lay in s_layers], [list(lay.shape) for lay in r_layers])
-    identity = config.identity(device)
-    run_id, done = None, {}
-    if store is not None:
+_SHARED_FIELDS = ("mode", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "train_limit",
+                  "eval_limit", "seed", "bn_before", "bn_after", "lstsq_rows", "lstsq_images")
+
+
+def _training_signature(config: GridConfig) -> tuple:
+    return tuple(getattr(config, f) for f in _SHARED_FIELDS)
+
+
+class _GridJob:
+    """One grid inside a group: its networks, layers, pairs, result and run."""
+
+    def __init__(self, config: GridConfig, name: str | None):
+        self.config, self.name = config, name
+        self.run_id, self.done = None, {}
+        self.finished = False  # complete: reused from the store, or computed to the end
+
+    def setup(self, device, store, reuse: bool, test: ImageSet) -> None:
+        config = self.config
+        self.sender, self.receiver, self.real_receiver = _networks(config, device)
+        s_layers, r_layers = _layers(self.sender, config.sender_layers), _layers(self.receiver, config.receiver_layers)
+        self.wanted = _pairs(config, s_layers, r_layers)
+        if self.real_receiver.num_classes != test.info.num_classes:
+            raise ValueError(f"receiver {config.receiver} predicts {self.real_receiver.num_classes} classes but "
+                             f"{config.dataset} has {test.info.num_classes}; stitching is scored on the receiver's "
+                             f"task, so pick a receiver trained on {config.dataset}")
+        self.result = GridResult(asdict(config), [lay.name for lay in s_layers], [lay.name for lay in r_layers],
+                                 [list(lay.shape) for lay in s_layers], [list(lay.shape) for lay in r_layers])
+        if store is None:
+            return
+        identity = config.identity(device.type)
         previous = store.find_run("grid", identity) if reuse else None
-        if previous is not None:
-            run_id = previous["id"]
-            done = {(c["sender_layer"], c["receiver_layer"]): c for c in store.cells(run_id)}
-            if previous["status"] == "done" and set(done) >= {(s.name, r.name) for s, r in wanted}:
-                return load_grid(store, run_id, reused=True)
-            store.update_run(run_id, status="running", message="resumed")
+        if previous is None:
+            self.run_id = store.create_run("grid", identity, self.name)
         else:
-            run_id = store.create_run("grid", identity, name)
-    result.run_id = run_id
-    result.cells.update(done)
+            self.run_id = previous["id"]
+            self.done = {(c["sender_layer"], c["receiver_layer"]): c for c in store.cells(self.run_id)}
+            if previous["status"] == "done" and set(self.done) >= {(s.name, r.name) for s, r in self.wanted}:
+                self.result, self.finished = load_grid(store, self.run_id, reused=True), True
+                return
+            store.update_run(self.run_id, status="running", message="resumed")
+        self.result.run_id = self.run_id
+        self.result.cells.update(self.done)
 
-    try:
-        test_dev = test.to(device)
-        report("reference", 0.01, "scoring sender and receiver on their own")
-        batch = _eval_batch(device)
-        result.sender_accuracy = evaluate_network(used_sender, test_dev, device, batch)
-        result.receiver_accuracy = evaluate_network(used_receiver, test_dev, device, batch)
-        result.reference_accuracy = (result.receiver_accuracy if used_receiver is receiver
-                                     else evaluate_network(receiver, test_dev, device, batch))
-        if store is not None:
-            store.update_run(run_id, summary=_summary(result))
-
-        cells = []
-        for s_layer, r_layer in wanted:
+    def cells(self, store) -> list[Cell]:
+        """A fresh stitch per pair still to compute; not-stitchable pairs are committed at once."""
+        config, cells = self.config, []
+        for s_layer, r_layer in self.wanted:
             key = (s_layer.name, r_layer.name)
             try:
                 stitch = make_stitch(s_layer.shape, r_layer.shape, config.bn_before, config.bn_after,
                                      config.max_stitch_params, _cell_seed(config.seed, *key))
             except NotStitchable as exc:
-                _commit(store, run_id, result, key, "not_stitchable", None, {"reason": str(exc)})
+                if key not in self.done:
+                    _commit(store, self.run_id, self.result, key, "not_stitchable", None, {"reason": str(exc)})
                 continue
-            cells.append(Cell(used_sender, used_receiver, s_layer, r_layer, stitch))
-        training = config.mode != "lstsq"
-        if not cells and wanted and not done:
-            first = next(iter(result.cells.values()))["details"]["reason"]
+            cells.append(Cell(self.sender, self.receiver, s_layer, r_layer, stitch, owner=self))
+        if not cells and self.wanted and not self.done:
+            first = next(iter(self.result.cells.values()))["details"]["reason"]
             raise ValueError(f"no pair of this grid is stitchable ({first}); pick other layers, or allow larger "
                              f"stitches with max_stitch_params")
-        chunks = _plan_chunks(cells, device, config.batch_size if training else _eval_batch(device), training)
-        todo = [chunk for chunk in chunks if any(c.key not in done for c in chunk)]
+        return cells
+
+
+def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memory_fraction, engine) -> None:
+    config = jobs[0].config  # the training signature is shared
+    report("load", 0.0, "loading " + ", ".join(sorted({f"{j.config.sender} and {j.config.receiver}" for j in jobs})))
+    test = load_dataset(config.dataset, "test", config.eval_limit)
+    if sum(1 for c in test.class_counts() if c) < 2:
+        raise ValueError(f"the {config.dataset} test split has fewer than two classes with images; accuracy would be "
+                         f"meaningless")
+    for job in jobs:
+        job.setup(device, store, reuse, test)
+    active = [job for job in jobs if not job.finished]
+    if not active:
+        return
+    report.run_id = active[0].run_id
+    try:
+        test_dev = test.to(device)
+        report("reference", 0.01, "scoring the networks on their own")
+        batch, scored = _eval_batch(device), {}
+
+        def score(net):
+            if id(net) not in scored:
+                scored[id(net)] = evaluate_network(net, test_dev, device, batch)
+            return scored[id(net)]
+
+        for job in active:
+            job.result.sender_accuracy = score(job.sender)
+            job.result.receiver_accuracy = score(job.receiver)
+            job.result.reference_accuracy = score(job.real_receiver)
+            if store is not None:
+                store.update_run(job.run_id, summary=summarize(job.result))
+        cells = [cell for job in active for cell in job.cells(store)]
+        training = config.mode != "lstsq"
+        chunks = _plan_chunks(cells, device, config.batch_size if training else batch, training, memory_fraction)
+        todo = [chunk for chunk in chunks if any(c.key not in c.owner.done for c in chunk)]
         train = load_dataset(config.dataset, "train", config.train_limit).to(device) if todo else None
         for n, chunk in enumerate(todo):
-            _run_chunk(config, chunk, train, test_dev, device, report.scoped(n, len(todo)), cancel)
+            _run_chunk(config, chunk, train, test_dev, device, report.scoped(n, len(todo)), cancel, engine)
             for cell in chunk:
-                if cell.key not in done:
-                    _commit_cell(store, run_id, result, cell)
-        result.seconds = time.perf_counter() - start
-        result.status = "done"
-        if store is not None:
-            store.update_run(run_id, status="done", message=None, seconds=result.seconds, summary=_summary(result))
+                if cell.key not in cell.owner.done:  # a resumed chunk recomputes its stored cells alike
+                    _commit_cell(store, cell.owner.run_id, cell.owner.result, cell)
+        for job in active:
+            job.result.seconds = time.perf_counter() - report.start
+            job.result.status, job.finished = "done", True
+            if store is not None:
+                store.update_run(job.run_id, status="done", message=None, seconds=job.result.seconds,
+                                 summary=summarize(job.result))
         report("done", 1.0, "finished")
-        return result
     except Cancelled:
-        if store is not None:
-            store.update_run(run_id, status="cancelled", message="cancelled by the user")
+        for job in active:
+            if store is not None and not job.finished:
+                store.update_run(job.run_id, status="cancelled", message="cancelled by the user")
         raise
     except BaseException as exc:
-        if store is not None:
-            store.update_run(run_id, status="failed", message=f"{type(exc).__name__}: {exc}")
+        for job in active:
+            if store is not None and not job.finished:
+                store.update_run(job.run_id, status="failed", message=f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -386,8 +302,9 @@ def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> 
     return out
 
 
-def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report, cancel):
-    fused = FusedStitches(chunk, device)
+def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report, cancel,
+               engine: dict | None = None):
+    fused = FusedStitches(chunk, device, **(engine or {}))
     phases = {"lstsq": (0.0, 1.0), "train": (0.0, 1.0)}
     if config.mode == "lstsq+train":
         phases = {"lstsq": (0.0, 0.15), "train": (0.15, 1.0)}
@@ -399,7 +316,8 @@ def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: Ima
             name, (lo + (hi - lo) * done / total) * (1 - evaluate_share), f"{name}: step {done}/{total}")
 
     if config.mode in ("lstsq", "lstsq+train"):
-        fused.fit_lstsq(train, config.batch_size, config.seed, config.lstsq_rows, phase("lstsq"), cancel)
+        fused.fit_lstsq(train.head(config.lstsq_images), _eval_batch(device), config.seed, config.lstsq_rows,
+                        phase("lstsq"), cancel)
         if config.mode == "lstsq+train":
             for cell in chunk:
                 if cell.failed:  # too large for least squares: train from the default initialisation
@@ -445,34 +363,11 @@ def _commit(store, run_id, result: GridResult, key, status, accuracy, details, s
         store.put_cell(run_id, key[0], key[1], status, accuracy, details, stitch_blob)
 
 
-def _summary(result: GridResult) -> dict:
-    return {"sender_layers": result.sender_layers, "receiver_layers": result.receiver_layers,
-            "sender_shapes": result.sender_shapes, "receiver_shapes": result.receiver_shapes,
-            "sender_accuracy": result.sender_accuracy, "receiver_accuracy": result.receiver_accuracy,
-            "reference_accuracy": result.reference_accuracy}
-
-
-def load_grid(store, run_id: str, reused: bool = False) -> GridResult:
-    """A stored grid, without recomputing anything."""
-    run = store.get_run(run_id)
-    summary = run["summary"]
-    config = {k: v for k, v in run["config"].items() if k in {f.name for f in fields(GridConfig)}}
-    result = GridResult(config, summary.get("sender_layers", []), summary.get("receiver_layers", []),
-                        summary.get("sender_shapes", []), summary.get("receiver_shapes", []),
-                        sender_accuracy=summary.get("sender_accuracy"),
-                        receiver_accuracy=summary.get("receiver_accuracy"),
-                        reference_accuracy=summary.get("reference_accuracy"),
-                        seconds=run.get("seconds") or 0.0, status=run["status"], run_id=run_id, reused=reused)
-    for c in store.cells(run_id):
-        result.cells[(c["sender_layer"], c["receiver_layer"])] = c
-    return result
-
-
 class _Reporter:
     """Turns phase progress into overall fraction + ETA for the ``progress`` callback."""
 
-    def __init__(self, callback, start: float, lo: float = 0.0, hi: float = 1.0):
-        self.callback, self.start, self.lo, self.hi = callback, start, lo, hi
+    def __init__(self, callback, start: float, lo: float = 0.0, hi: float = 1.0, run_id: str | None = None):
+        self.callback, self.start, self.lo, self.hi, self.run_id = callback, start, lo, hi, run_id
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
         if self.callback is None:
@@ -480,9 +375,11 @@ class _Reporter:
         overall = self.lo + (self.hi - self.lo) * min(max(fraction, 0.0), 1.0)
         elapsed = time.perf_counter() - self.start
         eta = elapsed / overall - elapsed if overall > 0.02 else None
-        self.callback({"stage": stage, "fraction": overall, "message": message, "eta": eta, "elapsed": elapsed})
+        self.callback({"stage": stage, "fraction": overall, "message": message, "eta": eta, "elapsed": elapsed,
+                       "run_id": self.run_id})
 
     def scoped(self, n: int, total: int) -> _Reporter:
-        span = (self.hi - 0.03) / total
-        return _Reporter(self.callback, self.start, 0.03 + n * span, 0.03 + (n + 1) * span)
-
+        """The reporter of chunk ``n`` of ``total`` (the first 3 % is loading and reference scores)."""
+        lo = self.lo + 0.03 * (self.hi - self.lo)
+        span = (self.hi - lo) / total
+        return _Reporter(self.callback, self.start, lo + n * span, lo + (n + 1) * span, self.run_id)

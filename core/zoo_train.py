@@ -54,9 +54,11 @@ def default_specs() -> list[dict]:
 
 
 def paper_specs(in_channels: int) -> list[dict]:
-    """All 16 block configs of the seed paper at width 64."""
-    return [_resnet("".join(map(str, b)), 0, width=64, in_channels=in_channels)
-            for b in itertools.product((1, 2), repeat=4)]
+    """All 16 block configs of the seed paper at width 64, and a second seed of ResNet-18
+    (blocks 2222) for seed-to-seed comparisons (and the CKA benchmark's two ResNet-18s)."""
+    specs = [_resnet("".join(map(str, b)), 0, width=64, in_channels=in_channels)
+             for b in itertools.product((1, 2), repeat=4)]
+    return specs + [_resnet("2222", 1, width=64, in_channels=in_channels)]
 
 
 def zoo_dir_for(preset: str) -> Path:
@@ -77,17 +79,18 @@ def _paper_dataset() -> str:
 
 def train_zoo(preset: str = "default", only: list[str] | None = None, device: str = "auto",
               epochs: int | None = None, train_limit: int | None = None, out_dir: Path | None = None,
-              log=print) -> dict:
+              log=print, dataset: str | None = None) -> dict:
     """Train the zoo's models and rewrite the manifest; returns the manifest.
 
     ``epochs`` and ``train_limit`` override the recipe (for quick checks); ``out_dir``
-    writes elsewhere than the preset's folder (tests use it).
+    writes elsewhere than the preset's folder (tests use it); ``dataset`` skips the paper
+    preset's CIFAR-10 probe (which tries a download).
     """
     dev = resolve_device(device)
     zoo_dir = Path(out_dir) if out_dir else zoo_dir_for(preset)
     manifest_file = zoo.manifest_path(zoo_dir)
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {"models": []}
-    dataset = _FMNIST if preset == "default" else _paper_dataset()
+    dataset = dataset or (_FMNIST if preset == "default" else _paper_dataset())
     in_channels = 1 if dataset == _FMNIST else 3
     known = {m["name"]: m for m in manifest["models"]}
     specs = {s["name"]: s for s in (default_specs() if preset == "default" else paper_specs(in_channels))}
@@ -107,6 +110,7 @@ def train_zoo(preset: str = "default", only: list[str] | None = None, device: st
         # The exact command that reproduces this one model.
         command = " ".join(["python -m core zoo train", f"--only {shlex.quote(name)}", f"--preset {preset}",
                             f"--device {device}"] + ([f"--epochs {epochs}"] if epochs else [])
+                           + ([f"--dataset {dataset}"] if preset == "paper" else [])
                            + ([f"--train-limit {train_limit}"] if train_limit else []))
         entry = _train_one(spec, train, test, recipe, dev, zoo_dir, dataset, command, log)
         known[name] = entry
@@ -143,8 +147,12 @@ def _train_one(spec, train, test, recipe, device, zoo_dir: Path, dataset: str, c
     stored.eval()
     test_acc = accuracy(Network(spec["name"], stored, info.image_shape, info.num_classes, info.mean, info.std,
                                 spec["config"], dataset), test, torch.device("cpu"))
+    from .layers import list_layers
+
+    layers = [{"name": lay.name, "shape": list(lay.shape), "kind": lay.kind}
+              for lay in list_layers(stored, info.image_shape)]
     return {
-        "name": spec["name"], "architecture": spec["architecture"], "config": spec["config"],
+        "name": spec["name"], "architecture": spec["architecture"], "config": spec["config"], "layers": layers,
         "dataset": dataset, "input_shape": list(info.image_shape), "mean": list(info.mean), "std": list(info.std),
         "seed": spec["seed"], "epochs": recipe.epochs, "recipe": recipe.to_dict(),
         "train_images": len(train), "test_accuracy": round(test_acc, 4), "history": history,

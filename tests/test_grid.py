@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core import grid as grid_module
-from core.grid import Cancelled, GridConfig, cached_model, load_grid, run_grid
+from core.grid import Cancelled, GridConfig, cached_model, load_grid, run_grid, run_grids
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 
@@ -140,3 +140,16 @@ def test_bad_configurations_say_what_to_do():
     with pytest.raises(ValueError, match="no CUDA GPU"):
         run_grid(PAIR, device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(
             ValueError("no CUDA GPU (skipped: a GPU is present)"))
+
+
+def test_controls_share_one_pass_and_equal_separate_runs(store):
+    base = {**PAIR, "sender_layers": ["layer2.0", "layer4.0"], "receiver_layers": ["layer1.0", "layer3.0"],
+            "mode": "lstsq+train", "train_limit": 512, "eval_limit": 200, "batch_size": 128}
+    configs = [{**base, "control": c} for c in ("none", "random-sender", "random-receiver", "random-both")]
+    together = run_grids(configs, store=store, device="cpu")
+    assert len({r.run_id for r in together}) == 4  # each grid is its own run
+    for config, shared in zip(configs, together):
+        alone = run_grid(config, device="cpu")
+        for row_shared, row_alone in zip(shared.matrix(), alone.matrix()):
+            assert all(abs(a - b) <= 0.01 for a, b in zip(row_shared, row_alone)), config["control"]
+    assert together[3].sender_accuracy < 0.3 and together[3].reference_accuracy > 0.9

@@ -34,7 +34,7 @@ from torch import nn
 
 __all__ = ["Stitch", "make_stitch", "NotStitchable", "StitchedNetwork", "stitch_kind", "DEFAULT_MAX_PARAMS"]
 
-DEFAULT_MAX_PARAMS = 25_000_000  # ~100 MB of fp32 weights for one stitch: beyond that it is no longer "small"
+from .results import DEFAULT_MAX_PARAMS
 
 
 class NotStitchable(ValueError):

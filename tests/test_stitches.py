@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from core.grid import cached_model
 from core.layers import list_layers, receiver_suffix, sender_prefix
-from core.stitch import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
+from core.stitches import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
 
 
 @pytest.mark.parametrize("name", ["zoo/resnet_2222-s0", "zoo/vgg_small-s0", "zoo/mobilenet_v2-s0"])

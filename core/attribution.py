@@ -1,0 +1,551 @@
+"""Attributions (captum) for the sender, the receiver and a stitched network, on the same images.
+
+Every method is used the same way: ``attribute(model, inputs, target=..., method=...)`` with
+``model`` a :class:`core.models.Network` or a :class:`StitchedClassifier` (a stitched network
+dressed as one), and ``inputs`` images in [0, 1] of shape ``(N, C, H, W)``. Attributions are
+taken with respect to the network's *normalised* input (what its module sees) and returned as
+``(N, H, W)`` maps at the resolution of ``inputs``, channels summed.
+
+================  ===================  ===================================================
+method            captum               notes
+================  ===================  ===================================================
+``ig``            IntegratedGradients  baseline: zeros in normalised space (the mean image)
+``saliency``      Saliency             absolute gradient (unsigned)
+``gradientshap``  GradientShap         baselines: that baseline plus seeded noise images
+``occlusion``     Occlusion            a (C, 4, 4) window, stride 2, per 32 input pixels
+``gradcam``       LayerGradCam         at a layer (default: the last spatial one, or the
+                                       stitch), ReLU, upsampled with captum's
+                                       ``LayerAttribution.interpolate``
+================  ===================  ===================================================
+
+Attribution leaves every model as it found it: train/eval flags are restored and every hook
+added during the call is removed, in ``finally``, even when the forward pass raises. Models
+are shared between threads (the app serves many sessions), so attributions on one module are
+serialised by a per-module lock: one session's hooks never touch another's forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["METHODS", "METHOD_LABELS", "Attribution", "attribute", "compare", "StitchedClassifier",
+           "load_stitched", "attribution_figure"]
+
+METHODS = ("ig", "saliency", "gradientshap", "occlusion", "gradcam")
+METHOD_LABELS = {"ig": "Integrated Gradients", "saliency": "Saliency", "gradientshap": "GradientShap",
+                 "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
+SIGNED = {"ig": True, "saliency": False, "gradientshap": True, "occlusion": True, "gradcam": False}
+
+_NOISE_BASELINES = 4  # GradientShap: noise images besides the plain baseline; enough to vary, cheap
+_BATCH_ELEMENTS = 4_000_000  # input elements per internal batch: ~16 MB of input, bounded activations
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
+@dataclass
+class Attribution:
+    """One method's attributions for N images.
+
+    ``raw``: ``(N, H, W)`` float32, channels summed, at the resolution of the images given.
+    ``display``: ``raw`` scaled per image by the 99th percentile of ``|raw|``, clipped to
+    [-1, 1] for signed methods and [0, 1] for unsigned ones (saliency, Grad-CAM).
+    ``predictions`` ``(N,)``, ``probabilities`` ``(N, classes)`` and ``target`` ``(N,)`` are
+    the network's own; ``delta`` is Integrated Gradients' completeness error per image.
+    """
+
+    method: str
+    raw: np.ndarray
+    display: np.ndarray
+    signed: bool
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    target: np.ndarray
+    seconds: float
+    name: str = ""
+    layer: str | None = None
+    delta: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        return METHOD_LABELS[self.method]
+
+
+# --- a stitched network dressed as a Network ------------------------------------------------------
+class StitchedClassifier(nn.Module):
+    """A :class:`core.stitches.StitchedNetwork` with a Network's interface.
+
+    ``prepare`` is the sender's preprocessing, ``module`` the stitched network (which takes the
+    sender's normalised input), ``num_classes`` the receiver's. Give ``receiver`` and the two
+    layer names when you have them: Grad-CAM then accepts ``"sender:NAME"`` and receiver layer
+    names, and attribution also locks the receiver's module (the stitched network shares it).
+
+    Example::
+
+        >>> net = StitchedClassifier(a, stitch(a, b, "layer2.0", "layer2.0"), b, "layer2.0", "layer2.0")
+        >>> net(torch.rand(4, 1, 32, 32)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(self, sender, stitched: nn.Module, receiver=None, sender_layer: str | None = None,
+                 receiver_layer: str | None = None, name: str | None = None):
+        super().__init__()
+        self.module = stitched
+        self.sender, self.receiver = sender, receiver
+        self.sender_layer, self.receiver_layer = sender_layer, receiver_layer
+        self.input_shape, self.mean, self.std = sender.input_shape, sender.mean, sender.std
+        self.dataset = getattr(receiver, "dataset", None) or getattr(sender, "dataset", None)
+        self.run: dict | None = None  # where load_stitched found it: id, sender, receiver, control
+        if receiver is not None:
+            self.num_classes = receiver.num_classes
+        else:  # ask the network itself, leaving it as found
+            with _left_as_found([stitched]), torch.no_grad():
+                device = next((p.device for p in stitched.parameters()), torch.device("cpu"))
+                self.num_classes = int(stitched(torch.zeros(1, *self.input_shape, device=device)).shape[-1])
+        receiver_name = receiver.name if receiver is not None else "receiver"
+        self.name = name or f"{sender.name}:{sender_layer or '?'} → {receiver_name}:{receiver_layer or '?'}"
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the sender's normalised input."""
+        return self.sender.prepare(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for images in [0, 1]."""
+        return self.module(self.prepare(images))
+
+    def gradcam_module(self, layer: str | None) -> tuple[nn.Module, str]:
+        """The module Grad-CAM hooks for ``layer``: ``None``/``"stitch"`` (the stitch, whose
+        output lives in the receiver's space), ``"sender:NAME"`` (a sender layer at or before
+        the cut) or ``NAME`` (a receiver layer after it)."""
+        stitch_module = getattr(self.module, "stitch", None)
+        if layer in (None, "stitch"):
+            if stitch_module is None:
+                raise ValueError(f"{self.name} has no 'stitch' submodule; name a layer for Grad-CAM")
+            return stitch_module, "stitch"
+        if not isinstance(layer, str):
+            raise ValueError(f"a Grad-CAM layer is a name such as 'stitch' or 'sender:layer2.0', got {layer!r}")
+        side, _, name = layer.rpartition(":") if layer.startswith("sender:") else ("receiver", "", layer)
+        net, cut = (self.sender, self.sender_layer) if side == "sender" else (self.receiver, self.receiver_layer)
+        if net is None or cut is None:
+            raise ValueError(f"Grad-CAM at {layer!r} needs the {side} network and layer: build the "
+                             f"StitchedClassifier with receiver=, sender_layer= and receiver_layer= "
+                             f"(load_stitched does), or use layer='stitch'")
+        from .layers import layer_graph
+
+        cut_depth = layer_graph(net.module, net.input_shape).resolve(cut, net.name).depth
+        if side == "receiver" and name == cut:  # the receiver's cut layer *is* the stitch's output
+            return stitch_module, "stitch"
+        span = (-1, cut_depth) if side == "sender" else (cut_depth, None)
+        where = (f"in {self.name} (of the {side}'s layers only those "
+                 f"{'at or before' if side == 'sender' else 'after'} {cut!r} run there)")
+        return _node_module(net, name, span, where), layer
+
+
+def load_stitched(store, run_id: str, sender_layer: str, receiver_layer: str, device="cpu") -> StitchedClassifier:
+    """Rebuild the trained stitch of cell ``(sender_layer, receiver_layer)`` of a stored grid run.
+
+    The networks are the ones the run used (random copies under a control), shared with
+    :func:`core.grid.cached_model`; the stitch is frozen.
+
+    Example::
+
+        >>> net = load_stitched(Store(), "3f2a9c1b0d4e", "layer3.0", "layer2.0")
+        >>> attribute(net, images, method="gradcam").raw.shape
+        (4, 32, 32)
+    """
+    from .device import resolve_device
+    from .grid import GridConfig, _networks, load_stitch
+    from .layers import receiver_suffix, resolve_layer, sender_prefix
+    from .models import _freeze
+    from .stitches import StitchedNetwork
+
+    run = store.get_run(run_id)  # KeyError naming the run and how to list runs
+    if run["kind"] != "grid":
+        raise ValueError(f"run {run_id!r} is a {run['kind']!r} run, not a stitching grid; pick a grid run "
+                         f"(python -m core runs)")
+    known = GridConfig.__dataclass_fields__
+    config = GridConfig.from_dict({k: v for k, v in run["config"].items() if k in known})
+    cells = {(c["sender_layer"], c["receiver_layer"]): c for c in store.cells(run_id)}
+    cell = cells.get((sender_layer, receiver_layer))
+    if cell is None:
+        done = [f"{i}->{j}" for (i, j), c in cells.items() if c["status"] == "done"]
+        raise KeyError(f"run {run_id!r} has no cell {sender_layer} -> {receiver_layer}; its finished cells are "
+                       f"{', '.join(done[:12]) or 'none'}{'...' if len(done) > 12 else ''}")
+    if cell["status"] != "done":
+        reason = cell["details"].get("reason") or "no reason stored"
+        raise ValueError(f"cell {sender_layer} -> {receiver_layer} of run {run_id!r} is {cell['status']!r} "
+                         f"({reason}); it has no trained stitch to attribute, pick a cell that is 'done'")
+    blob = store.cell_stitch(run_id, sender_layer, receiver_layer)
+    if not blob:
+        raise ValueError(f"cell {sender_layer} -> {receiver_layer} of run {run_id!r} stored no stitch weights; "
+                         f"re-run the grid to store them")
+    device = resolve_device(device)
+    sender, receiver, _ = _networks(config, device)
+    s_layer, r_layer = resolve_layer(sender, sender_layer), resolve_layer(receiver, receiver_layer)
+    stitch_module = _freeze(load_stitch(cell["details"], blob).to(device))
+    network = StitchedNetwork(sender_prefix(sender, [s_layer]), stitch_module, receiver_suffix(receiver, r_layer))
+    net = StitchedClassifier(sender, network.eval(), receiver, sender_layer, receiver_layer)
+    net.dataset = config.dataset
+    net.run = {"id": run_id, "sender": config.sender, "receiver": config.receiver, "control": config.control}
+    return net
+
+
+# --- hygiene: locks, modes and hooks ----------------------------------------------------------------
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(module: nn.Module):
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
+
+
+def _roots(model) -> list[nn.Module]:
+    """The modules an attribution on ``model`` runs through (a stitched network shares the
+    sender's and receiver's leaf modules, so theirs are locked too)."""
+    roots = [model.module] + [part.module for part in (getattr(model, "sender", None), getattr(model, "receiver", None))
+                              if part is not None]
+    return list({id(r): r for r in roots}.values())
+
+
+@contextmanager
+def _exclusive(modules: list[nn.Module]):
+    locks = sorted({id(lock): lock for lock in map(_lock_for, modules)}.values(), key=id)  # one order: no deadlock
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+@contextmanager
+def _left_as_found(roots: list[nn.Module]):
+    """Eval mode inside; every module's train/eval flag restored and every hook added removed after."""
+    modules = list({id(m): m for root in roots for m in root.modules()}.values())
+    modes = [(m, m.training) for m in modules]
+    hooks = [(m, {name: set(getattr(m, name, {})) for name in _HOOK_DICTS}) for m in modules]
+    try:
+        for root in roots:
+            root.eval()  # BatchNorm in train mode would use batch statistics and update its buffers
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, before in hooks:
+            for name, keys in before.items():
+                added = [k for k in getattr(m, name, {}) if k not in keys]
+                for k in added:
+                    getattr(m, name).pop(k, None)
+                    for extra in _HOOK_EXTRAS:
+                        getattr(m, extra, {}).pop(k, None)
+
+
+# --- attribution ---------------------------------------------------------------------------------
+def attribute(model, inputs: torch.Tensor, target=None, method: str = "ig", layer: str | None = None,
+              baseline=None, seed: int = 0, **kwargs) -> Attribution:
+    """Attribute ``model``'s output for ``target`` to its input pixels with one captum method.
+
+    Args:
+        model: a :class:`core.models.Network` or a :class:`StitchedClassifier`.
+        inputs: images in [0, 1], ``(N, C, H, W)`` (or one ``(C, H, W)`` image).
+        target: class index (int) or one per image; ``None``: the network's own prediction.
+        method: one of :data:`METHODS` (default ``"ig"``).
+        layer: Grad-CAM only: a layer name (``list_layers(model)``); default the last spatial
+            layer, or the stitch for a stitched network.
+        baseline: ``ig``/``gradientshap``/``occlusion``: images in [0, 1] (broadcastable to
+            ``inputs``) or a constant in [0, 1]; default zeros in the normalised space.
+        seed: GradientShap's noise baselines and sampling (same seed, same maps).
+        **kwargs: passed to captum's ``attribute`` (``n_steps``, ``n_samples``,
+            ``sliding_window_shapes``, ``strides``, ``internal_batch_size``, ...).
+
+    Example::
+
+        >>> net = load_model("zoo/resnet_1111-s0")
+        >>> result = attribute(net, torch.rand(2, 1, 32, 32), method="saliency")
+        >>> result.raw.shape, result.predictions.shape, result.probabilities.shape
+        ((2, 32, 32), (2,), (2, 10))
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}: choose one of {', '.join(METHODS)}")
+    if layer is not None and method != "gradcam":
+        raise ValueError(f"layer={layer!r} applies only to method 'gradcam', not {method!r}")
+    images = _check_images(inputs)
+    start = time.perf_counter()
+    roots = _roots(model)
+    device = next((p.device for root in roots for p in root.parameters()), torch.device("cpu"))
+    with _exclusive(roots), _left_as_found(roots), torch.inference_mode(False), torch.enable_grad():
+        images = images.detach().to(device, torch.float32).clone()  # a clone: never an inference tensor
+        x = model.prepare(images).detach().requires_grad_()  # (N, C', H', W'): what the module sees
+        with torch.no_grad():
+            logits = model.module(x.detach())
+        probabilities = logits.float().softmax(-1)
+        predictions = probabilities.argmax(-1)
+        targets = _targets(target, predictions, probabilities.shape[-1], model.name)
+        maps, delta, layer_name = _run_method(model, method, x, images, targets, layer, baseline, seed, kwargs)
+    raw = _to_image_size(maps.detach().float(), images.shape[2:], additive=method != "gradcam")
+    raw = raw[:, 0].cpu().numpy().astype(np.float32)  # (N, H, W)
+    signed = SIGNED[method]
+    return Attribution(method, raw, _display(raw, signed), signed, predictions.cpu().numpy(),
+                       probabilities.cpu().numpy().astype(np.float32), targets.cpu().numpy(),
+                       time.perf_counter() - start, model.name, layer_name,
+                       None if delta is None else delta.detach().cpu().numpy().astype(np.float32))
+
+
+def _run_method(model, method, x, images, targets, layer, baseline, seed, kwargs):
+    """(maps ``(N, 1, H', W')``, convergence delta or None, layer name or None)."""
+    from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
+    forward = model.module
+    per_example = x[0].numel()
+    if method == "saliency":
+        maps = Saliency(forward).attribute(x, target=targets, **{"abs": True, **kwargs})
+        return maps.sum(1, keepdim=True), None, None
+    if method == "ig":
+        options = {"n_steps": 50, "internal_batch_size": max(len(x), _BATCH_ELEMENTS // per_example),
+                   "return_convergence_delta": True, **kwargs}
+        out = IntegratedGradients(forward).attribute(x, baselines=_baseline(model, baseline, images, x),
+                                                     target=targets, **options)
+        maps, delta = out if options["return_convergence_delta"] else (out, None)
+        return maps.sum(1, keepdim=True), delta, None
+    if method == "gradientshap":
+        plain = _baseline(model, baseline, images, x)[:1]  # (1, C', H', W')
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.rand(_NOISE_BASELINES, *images.shape[1:], generator=generator).to(images.device)
+        baselines = torch.cat([plain, model.prepare(noise)])  # (1 + noise, C', H', W')
+        # captum draws baselines (torch) and interpolation points (numpy) from the global RNGs:
+        # seed both, and give the caller's states back.
+        with _RNG_LOCK, torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+            numpy_state = np.random.get_state()
+            try:
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                maps = GradientShap(forward).attribute(x, baselines=baselines, target=targets,
+                                                       **{"n_samples": 20, **kwargs})
+            finally:
+                np.random.set_state(numpy_state)
+        return maps.sum(1, keepdim=True), None, None
+    if method == "occlusion":
+        c, h, w = x.shape[1:]
+        window = (c, max(1, round(4 * h / 32)), max(1, round(4 * w / 32)))
+        strides = (c, max(1, round(2 * h / 32)), max(1, round(2 * w / 32)))
+        options = {"sliding_window_shapes": window, "strides": strides,
+                   "perturbations_per_eval": max(1, min(64, _BATCH_ELEMENTS // (per_example * len(x)))), **kwargs}
+        maps = Occlusion(forward).attribute(x, baselines=_baseline(model, baseline, images, x), target=targets,
+                                            **options)
+        return maps.sum(1, keepdim=True), None, None
+    module, name = _gradcam_module(model, layer)
+    try:
+        maps = LayerGradCam(forward, module).attribute(x, target=targets, **{"relu_attributions": True, **kwargs})
+    except AssertionError as exc:  # captum: the hook never fired
+        raise ValueError(f"Grad-CAM layer {name!r} does not run in {model.name}'s forward pass; choose another "
+                         f"(list_layers(model))") from exc
+    if maps.dim() != 4:
+        raise ValueError(f"Grad-CAM needs a spatial (C, H, W) layer, but {name!r} of {model.name} outputs "
+                         f"{tuple(maps.shape[1:])} per image; choose a 'map' layer from list_layers(model)")
+    return LayerAttribution.interpolate(maps, tuple(images.shape[2:]), "bilinear"), None, name
+
+
+_RNG_LOCK = threading.Lock()  # the global RNG is process-wide: seeded GradientShap calls take turns
+
+
+def _gradcam_module(model, layer: str | None) -> tuple[nn.Module, str]:
+    if hasattr(model, "gradcam_module"):
+        return model.gradcam_module(layer)
+    from .layers import UntraceableError, list_layers
+
+    if layer is None:
+        maps = [lay for lay in list_layers(model) if lay.kind == "map"]
+        if not maps:
+            raise ValueError(f"{model.name} has no spatial layer for Grad-CAM; use another method")
+        layer = maps[-1].name
+    if not isinstance(layer, str) or not layer:
+        raise ValueError(f"a Grad-CAM layer is a layer name such as 'layer3.0', got {layer!r}")
+    try:
+        module = model.module.get_submodule(layer)
+    except AttributeError:
+        return _node_module(model, layer, (-1, None), f"of {model.name}"), layer
+    if next(module.children(), None) is None:  # a leaf may run several times: check it is the call asked for
+        try:
+            _node_module(model, layer, (-1, None), f"of {model.name}")
+        except UntraceableError:  # no graph to check against: trust the name
+            pass
+    return module, layer
+
+
+def _node_module(net, name: str, span: tuple[int, int | None], where: str) -> nn.Module:
+    """The module whose *last* call in the graph nodes with depth in ``(span[0], span[1]]``
+    produces layer ``name`` of ``net`` (what a forward hook on it ends up holding)."""
+    from .layers import layer_graph
+
+    graph = layer_graph(net.module, net.input_shape)
+    try:
+        node = graph.by_qualname[graph.resolve(name, net.name).node]
+    except ValueError:
+        node = graph.by_qualname.get(name)
+        if node is None:
+            raise
+    lo, hi = span[0], span[1] if span[1] is not None else len(graph.nodes)
+    runs = graph.nodes[lo + 1:hi + 1]  # the nodes this (part of the) network runs
+    maps = [lay.name for lay in graph.default_layers if lay.kind == "map" and lo < lay.depth <= hi]
+    choices = ", ".join(maps[:10]) or "'stitch'"
+    if not lo < graph.nodes.index(node) <= hi:
+        raise ValueError(f"Grad-CAM layer {name!r} does not run {where}; choose one of {choices}")
+    if node.op != "call_module":
+        raise ValueError(f"Grad-CAM layer {name!r} of {net.name} is computed by a function ({node.target}), "
+                         f"which no hook can reach; choose a module's output such as {choices}")
+    calls = [n for n in runs if n.op == "call_module" and n.target == node.target]
+    if calls[-1] is not node:
+        raise ValueError(f"Grad-CAM layer {name!r} of {net.name}: module {node.target!r} runs {len(calls)} times "
+                         f"per pass and a hook sees only its last call ({graph.qualname[calls[-1]]!r}); choose "
+                         f"that, or the enclosing block, e.g. one of {choices}")
+    return net.module.get_submodule(node.target)
+
+
+def _check_images(inputs) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor of images in [0, 1], (N, C, H, W), got {type(inputs).__name__}")
+    if inputs.dim() == 3:
+        inputs = inputs.unsqueeze(0)
+    if inputs.dim() != 4 or len(inputs) == 0:
+        raise ValueError(f"inputs must be images (N, C, H, W) with N >= 1, got shape {tuple(inputs.shape)}")
+    lo, hi = float(inputs.min()), float(inputs.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"inputs must be images in [0, 1] (before normalisation; the model's prepare() "
+                         f"normalises), got values in [{lo:.3g}, {hi:.3g}]")
+    return inputs
+
+
+def _targets(target, predictions: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
+    if target is None:
+        return predictions
+    t = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"target must be class indices (int), got {t.dtype}")
+    t = t.to(predictions.device, torch.long).flatten()
+    if t.numel() == 1:
+        t = t.expand(len(predictions))
+    if t.numel() != len(predictions):
+        raise ValueError(f"target has {t.numel()} entries for {len(predictions)} images: give one int, "
+                         f"or one per image")
+    bad = t[(t < 0) | (t >= num_classes)]
+    if bad.numel():
+        raise ValueError(f"target class {int(bad[0])} is out of range for {name}, which has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return t.contiguous()
+
+
+def _baseline(model, baseline, images: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The baseline in the normalised space, shaped like ``x``."""
+    if baseline is None:
+        return torch.zeros_like(x)
+    if isinstance(baseline, (int, float)):
+        baseline = torch.full_like(images, float(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(f"baseline must be None, a number or images in [0, 1], got {type(baseline).__name__}")
+    baseline = baseline.to(images.device, torch.float32)
+    baseline = baseline.unsqueeze(0) if baseline.dim() == 3 else baseline
+    if baseline.dim() != 4 or len(baseline) not in (1, len(images)):
+        raise ValueError(f"baseline must be images (1 or N, C, H, W) in [0, 1], got shape {tuple(baseline.shape)}")
+    _check_images(baseline)
+    return model.prepare(baseline).expand_as(x).contiguous()
+
+
+def _to_image_size(maps: torch.Tensor, size, additive: bool) -> torch.Tensor:
+    """``(N, 1, H', W')`` -> ``(N, 1, H, W)``. Additive maps (per-pixel shares of the output) are
+    scaled by the area ratio so that each map keeps (about) its sum: exactly so for an integer
+    shrink (area pooling), as a bilinear approximation when growing."""
+    if tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    ratio = maps.shape[2] * maps.shape[3] / (size[0] * size[1])
+    shrinking = maps.shape[2] >= size[0] and maps.shape[3] >= size[1]
+    resized = F.interpolate(maps, size=tuple(size), mode="area" if shrinking else "bilinear",
+                            **({} if shrinking else {"align_corners": False}))
+    return resized * ratio if additive else resized
+
+
+def _display(raw: np.ndarray, signed: bool) -> np.ndarray:
+    flat = np.abs(raw.reshape(len(raw), -1))
+    scale = np.percentile(flat, 99, axis=1)
+    scale = np.where(scale > 0, scale, flat.max(axis=1))  # sparse maps: fall back to the maximum
+    scale = np.where(scale > 0, scale, 1.0)  # all-zero maps stay zero
+    display = raw / scale[:, None, None]
+    return np.clip(display, -1.0 if signed else 0.0, 1.0).astype(np.float32)
+
+
+# --- sender, receiver and stitched network side by side ---------------------------------------------
+def compare(sender, receiver, stitched, images: torch.Tensor, target=None, method: str = "ig", seed: int = 0,
+            layers: dict | None = None, **kwargs) -> dict[str, Attribution]:
+    """The same method on the same images and target for ``"sender"``, ``"receiver"`` and ``"stitched"``.
+
+    ``target`` defaults to the receiver's prediction (the stitched network answers the
+    receiver's task); pass the true labels to explain those instead. ``stitched`` may be a
+    :class:`StitchedClassifier`, a bare StitchedNetwork (wrapped here) or None (two keys only).
+    ``layers`` names Grad-CAM layers per key, e.g. ``{"sender": "layer2.0", "stitched": "stitch"}``.
+
+    Example::
+
+        >>> maps = compare(a, b, load_stitched(store, run_id, "layer3.0", "layer2.0"), images)
+        >>> sorted(maps), maps["sender"].target.tolist() == maps["stitched"].target.tolist()
+        (['receiver', 'sender', 'stitched'], True)
+    """
+    layers = dict(layers or {})
+    unknown = set(layers) - {"sender", "receiver", "stitched"}
+    if unknown:
+        raise ValueError(f"layers keys are 'sender', 'receiver' and 'stitched', got {sorted(unknown)}")
+    if stitched is not None and not hasattr(stitched, "prepare"):
+        stitched = StitchedClassifier(sender, stitched, receiver)
+    images = _check_images(images)
+    if target is None:
+        device = next((p.device for p in receiver.module.parameters()), torch.device("cpu"))
+        with _exclusive([receiver.module]), _left_as_found([receiver.module]), torch.no_grad():
+            target = receiver.module(receiver.prepare(images.to(device, torch.float32))).argmax(-1)
+    models = {"sender": sender, "receiver": receiver, "stitched": stitched}
+    return {key: attribute(model, images, target, method, layers.get(key) if method == "gradcam" else None,
+                           seed=seed, **kwargs)
+            for key, model in models.items() if model is not None}
+
+
+# --- a figure (for the CLI and notebooks; the dashboard draws its own) -------------------------------
+def attribution_figure(image: torch.Tensor, results: dict[str, Attribution], classes=None, true_label=None,
+                       index: int = 0):
+    """A matplotlib Figure (no pyplot): the input image, then one panel per attribution,
+    titled with the network's name, predicted class and probability."""
+    from matplotlib.figure import Figure
+
+    def class_name(k: int) -> str:
+        return classes[k] if classes is not None and 0 <= k < len(classes) else f"class {k}"
+
+    picture = image.detach().float().cpu()
+    picture = picture.mean(0) if picture.shape[0] != 3 else picture.permute(1, 2, 0)  # (H, W) or (H, W, 3)
+    gray = picture.mean(-1) if picture.dim() == 3 else picture
+    fig = Figure(figsize=(3.2 * (1 + len(results)), 3.6), dpi=100)
+    axes = fig.subplots(1, 1 + len(results), squeeze=False)[0]
+    axes[0].imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("input" + (f": {class_name(int(true_label))}" if true_label is not None else ""), fontsize=9)
+    for ax, (key, result) in zip(axes[1:], results.items()):
+        k = int(result.predictions[index])
+        ax.imshow(gray.numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(result.display[index], cmap="bwr" if result.signed else "inferno",
+                  vmin=-1 if result.signed else 0, vmax=1, alpha=0.65)
+        title = f"{key}: {result.name}" if key not in result.name else result.name
+        ax.set_title(f"{title}\n{class_name(k)} ({result.probabilities[index, k]:.0%}) · target "
+                     f"{class_name(int(result.target[index]))}", fontsize=7, wrap=True)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(METHOD_LABELS[next(iter(results.values())).method] if results else "", fontsize=10)
+    fig.tight_layout()
+    return fig

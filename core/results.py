@@ -1,0 +1,196 @@
+"""What a stitching grid *is*, apart from computing it: its configuration, its result, and
+reading a stored one back. No torch here, so the dashboard can draw stored grids without
+paying for importing it.
+
+Metrics of a cell, all on the test split:
+
+* ``accuracy``: the stitched network's accuracy;
+* ``penalty`` = receiver accuracy - stitched accuracy (positive: stitching lost accuracy);
+* ``relative`` = stitched accuracy / receiver accuracy.
+
+The reference "receiver accuracy" is always that of the *pretrained* receiver, also under a
+control. A pair no stitch can connect is ``not_stitchable`` and its metrics are ``None``
+(``null`` in JSON), never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from . import paths, zoo
+
+__all__ = ["GridConfig", "GridResult", "load_grid", "summarize", "MODES", "CONTROLS", "PRESETS",
+           "DEFAULT_MAX_PARAMS"]
+
+DEFAULT_MAX_PARAMS = 25_000_000  # ~100 MB of fp32 weights for one stitch: beyond that it is no longer "small"
+
+MODES = ("train", "lstsq", "lstsq+train")
+CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
+# What the dashboard offers; the CLI exposes every field.
+PRESETS = {
+    "instant": {"mode": "lstsq"},
+    "standard": {"mode": "train", "epochs": 1.0},
+    # The seed paper: 3-4 epochs, SGD momentum 0.9, lr 0.01, batch 256, weight decay 0.01.
+    "paper": {"mode": "train", "epochs": 3.0, "lr": 0.01, "momentum": 0.9, "batch_size": 256, "weight_decay": 0.01},
+}
+
+
+@dataclass
+class GridConfig:
+    """Everything that determines a grid's result (and so its identity in the store)."""
+
+    sender: str
+    receiver: str
+    sender_layers: list[str] | None = None  # None: the default layers (stem + blocks)
+    receiver_layers: list[str] | None = None
+    pairs: list[list[str]] | None = None  # a subset of (sender layer, receiver layer); None: all
+    mode: str = "train"
+    control: str = "none"
+    dataset: str = "fashion-mnist"
+    epochs: float = 1.0
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    train_limit: int | None = None  # first N training images (None: all)
+    eval_limit: int | None = None  # first N test images (None: all)
+    seed: int = 0
+    bn_before: bool = False
+    bn_after: bool = False
+    lstsq_rows: int = 8192  # rows per batch used for the normal equations (positions subsampled)
+    lstsq_images: int = 10000  # training images for the normal equations: plenty for <= 8192 unknowns
+    max_stitch_params: int = DEFAULT_MAX_PARAMS
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"unknown control {self.control!r}: choose one of {', '.join(CONTROLS)}")
+        if self.epochs <= 0 and self.mode != "lstsq":
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        for name in ("batch_size", "lstsq_rows", "lstsq_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive number of images, got {value}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GridConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown grid settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def identity(self, device_type: str) -> dict:
+        """The config plus what else changes the numbers: model weights and the device type."""
+        return {**asdict(self), "sender_weights": _fingerprint(self.sender),
+                "receiver_weights": _fingerprint(self.receiver), "device_type": device_type}
+
+
+def _fingerprint(name: str) -> str:
+    base = name.split("@", 1)[0]
+    if base.startswith("zoo/"):
+        return zoo.zoo_entry(base[4:])["sha256"]
+    if base.startswith("paper/"):
+        return zoo.zoo_entry(base[6:], paths.home() / "zoo-paper")["sha256"]
+    if base.startswith("file:"):
+        return zoo.sha256_of(Path(base[5:]).expanduser())
+    return base
+
+
+@dataclass
+class GridResult:
+    """A finished (or partial) grid. ``cells[(i, j)]`` holds status, accuracy and details."""
+
+    config: dict
+    sender_layers: list[str]
+    receiver_layers: list[str]
+    sender_shapes: list[list[int]]
+    receiver_shapes: list[list[int]]
+    cells: dict = field(default_factory=dict)
+    sender_accuracy: float | None = None
+    receiver_accuracy: float | None = None
+    reference_accuracy: float | None = None
+    seconds: float = 0.0
+    status: str = "done"
+    run_id: str | None = None
+    reused: bool = False
+
+    def value(self, i: str, j: str, metric: str = "accuracy") -> float | None:
+        cell = self.cells.get((i, j))
+        if not cell or cell["status"] != "done" or cell["accuracy"] is None:
+            return None
+        acc = cell["accuracy"]
+        if metric == "accuracy":
+            return acc
+        ref = self.reference_accuracy
+        if metric == "penalty":
+            return None if ref is None else ref - acc
+        if metric == "relative":
+            return None if not ref else acc / ref
+        raise ValueError(f"unknown metric {metric!r}: accuracy, penalty or relative")
+
+    def matrix(self, metric: str = "accuracy") -> list[list[float | None]]:
+        """Rows: sender layers; columns: receiver layers; None where there is no number."""
+        return [[self.value(i, j, metric) for j in self.receiver_layers] for i in self.sender_layers]
+
+    def status_matrix(self) -> list[list[str]]:
+        return [[self.cells.get((i, j), {}).get("status", "missing") for j in self.receiver_layers]
+                for i in self.sender_layers]
+
+    def to_json(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "sender": self.config["sender"],
+            "receiver": self.config["receiver"],
+            "sender_layers": self.sender_layers,
+            "receiver_layers": self.receiver_layers,
+            "sender_shapes": self.sender_shapes,
+            "receiver_shapes": self.receiver_shapes,
+            "accuracy": self.matrix("accuracy"),
+            "penalty": self.matrix("penalty"),
+            "relative": self.matrix("relative"),
+            "status": self.status_matrix(),
+            "reasons": {f"{i} -> {j}": c["details"].get("reason") for (i, j), c in self.cells.items()
+                        if c["status"] != "done"},
+            "sender_accuracy": self.sender_accuracy,
+            "receiver_accuracy": self.receiver_accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "mode": self.config["mode"],
+            "control": self.config["control"],
+            "dataset": self.config["dataset"],
+            "seconds": round(self.seconds, 3),
+            "reused": self.reused,
+            "config": self.config,
+        }
+
+
+def summarize(result: GridResult) -> dict:
+    """The run-level numbers a store keeps beside the cells."""
+    return {"sender_layers": result.sender_layers, "receiver_layers": result.receiver_layers,
+            "sender_shapes": result.sender_shapes, "receiver_shapes": result.receiver_shapes,
+            "sender_accuracy": result.sender_accuracy, "receiver_accuracy": result.receiver_accuracy,
+            "reference_accuracy": result.reference_accuracy}
+
+
+
+def load_grid(store, run_id: str, reused: bool = False) -> GridResult:
+    """A stored grid, without recomputing anything."""
+    run = store.get_run(run_id)
+    summary = run["summary"]
+    config = {k: v for k, v in run["config"].items() if k in {f.name for f in fields(GridConfig)}}
+    result = GridResult(config, summary.get("sender_layers", []), summary.get("receiver_layers", []),
+                        summary.get("sender_shapes", []), summary.get("receiver_shapes", []),
+                        sender_accuracy=summary.get("sender_accuracy"),
+                        receiver_accuracy=summary.get("receiver_accuracy"),
+                        reference_accuracy=summary.get("reference_accuracy"),
+                        seconds=run.get("seconds") or 0.0, status=run["status"], run_id=run_id, reused=reused)
+    for c in store.cells(run_id):
+        result.cells[(c["sender_layer"], c["receiver_layer"])] = c
+    return result

@@ -1,0 +1,582 @@
+"""Sweeps: many stitching grids, e.g. every ordered pair of the seed paper's 16 ResNets.
+
+A sweep expands model patterns into (sender, receiver) pairs, crosses them with controls,
+and runs one :func:`core.grid.run_grid` per (sender, receiver, control). Two executors:
+
+* ``local``: in this process, one grid after another, committing cells as run_grid does.
+* ``ray``: one Ray task per grid (``num_gpus=1`` on CUDA, ``num_cpus=1`` otherwise). Only
+  the driver (this process) writes the SQLite store: a worker runs ``run_grid(store=None)``
+  and returns the :class:`~core.grid.GridResult`, which :func:`commit_grid` writes as a grid
+  run that :func:`core.grid.load_grid` reads like a local one. Ray-computed cells carry no
+  stitch weights (a GridResult does not hold them); their metrics and details are complete.
+
+Worker reuse: Ray keeps a task's worker process alive for the next task of the same function
+and resources, so run_grid's ``cached_model`` and core.data's caches load each network and
+dataset once per worker. Ray makes GPU tasks single-use by default (``max_calls=1``, to free
+GPU memory); the task here sets ``max_calls=0`` (reuse) and empties PyTorch's CUDA cache after
+each grid instead.
+
+Failures: a worker that dies (killed, out of host memory, node lost) is retried by Ray
+(``max_retries``), and so are OSError and CUDA out-of-memory raised in the task (transient on
+a shared file system or GPU). Any other exception is deterministic (bad model, nothing
+stitchable, ...): it is not retried and the grid is recorded as failed with its message.
+Either way only that grid is lost; rerunning the same sweep retries failed grids.
+
+Resume: a sweep is found again by its settings. Grids whose run is ``done`` are skipped;
+others resume through run_grid's own store resume (local) or are recomputed (Ray).
+
+The sweep is itself a run of kind ``sweep``; its artifact ``grids`` lists every grid with
+its run id, so :func:`sweep_status` can show progress from another process (the dashboard).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from . import paths, zoo
+from .results import CONTROLS, MODES, GridConfig, GridResult, summarize
+
+# torch, the engine and ray are imported where a sweep runs, so the dashboard can read a
+# sweep's status without paying for them.
+
+__all__ = ["SweepConfig", "PAIRS", "EXECUTORS", "expand_models", "enumerate_pairs", "run_sweep", "commit_grid",
+           "sweep_status", "sweep_summary", "depth_table", "paper_effect"]
+
+PAIRS = ("all", "diagonal", "distinct")
+EXECUTORS = ("local", "ray")
+MAX_RETRIES = 2  # Ray attempts a grid at most 1 + MAX_RETRIES times
+_GLOB = set("*?[")
+
+
+# --- what a sweep is ----------------------------------------------------------------------------
+def _registry() -> list[str]:
+    paper = zoo.zoo_names(paths.home() / "zoo-paper")
+    return [f"zoo/{n}" for n in zoo.zoo_names()] + [f"paper/{n}" for n in paper]
+
+
+def expand_models(patterns: str | list[str]) -> list[str]:
+    """Registry names matching fnmatch ``patterns`` (a list, or one comma-separated string).
+
+    Names come in registry order, each once. A pattern without wildcards that is not a
+    ``zoo/`` or ``paper/`` name (``torchvision/resnet18``, ``file:PATH``) is taken as it is.
+
+    Example::
+
+        >>> expand_models("zoo/resnet_1111-s*")
+        ['zoo/resnet_1111-s0', 'zoo/resnet_1111-s1']
+    """
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not patterns:
+        raise ValueError("no model pattern given; pass e.g. 'zoo/resnet_*-s0' (python -m core models lists them)")
+    registry, out = _registry(), []
+    for pattern in patterns:
+        literal = not (_GLOB & set(pattern)) and not pattern.startswith(("zoo/", "paper/"))
+        matched = [pattern] if literal else [n for n in registry if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ValueError(f"model pattern {pattern!r} matches no model; known: {', '.join(registry) or 'none'} "
+                             f"(python -m core models lists them; paper/ models need: python -m core zoo train "
+                             f"--preset paper)")
+        out += [n for n in matched if n not in out]
+    return out
+
+
+def enumerate_pairs(models: list[str], pairs: str = "all") -> list[tuple[str, str]]:
+    """Ordered (sender, receiver) pairs: ``all`` (n*n, self-pairs included, the seed paper's
+    16x16), ``diagonal`` (n self-pairs) or ``distinct`` (n*(n-1), sender != receiver)."""
+    if pairs not in PAIRS:
+        raise ValueError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
+    if pairs == "diagonal":
+        return [(m, m) for m in models]
+    return [(s, r) for s in models for r in models if pairs == "all" or s != r]
+
+
+@dataclass
+class SweepConfig:
+    """A sweep's settings: which grids, and the settings every grid shares."""
+
+    models: list[str]  # fnmatch patterns over registry names, e.g. ["paper/resnet_*"]
+    pairs: str = "all"
+    controls: list[str] = field(default_factory=lambda: ["none"])
+    mode: str = "train"
+    epochs: float = 1.0
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    dataset: str = "fashion-mnist"
+    seed: int = 0
+    grid: dict = field(default_factory=dict)  # any other GridConfig field (batch_size, lr, bn_before, ...)
+
+    def validate(self) -> None:
+        if self.pairs not in PAIRS:
+            raise ValueError(f"unknown pairs {self.pairs!r}: choose one of {', '.join(PAIRS)}")
+        if not self.controls:
+            raise ValueError(f"no control given; choose from {', '.join(CONTROLS)}")
+        for control in self.controls:
+            if control not in CONTROLS:
+                raise ValueError(f"unknown control {control!r}: choose from {', '.join(CONTROLS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        shared = {f.name for f in fields(GridConfig)} - {"sender", "receiver", "control"}
+        bad = set(self.grid) - shared
+        if bad:
+            raise ValueError(f"unknown grid settings {sorted(bad)}; known: {sorted(shared)}")
+
+    def model_names(self) -> list[str]:
+        return expand_models(self.models)
+
+    def grids(self) -> list[GridConfig]:
+        """One GridConfig per (control, sender, receiver): every real grid before any control, so
+        a partial sweep already answers the main question."""
+        self.validate()
+        pairs = enumerate_pairs(self.model_names(), self.pairs)
+        out = []
+        for control in self.controls:
+            for sender, receiver in pairs:
+                config = GridConfig(sender=sender, receiver=receiver, control=control, mode=self.mode,
+                                    epochs=self.epochs, train_limit=self.train_limit, eval_limit=self.eval_limit,
+                                    dataset=self.dataset, seed=self.seed, **self.grid)
+                config.validate()
+                out.append(config)
+        return out
+
+    def identity(self, device_type: str) -> dict:
+        """What finds this sweep again in the store: the settings, the models they expand to now,
+        and the device type (which is part of every grid's identity too)."""
+        return {**asdict(self), "model_names": self.model_names(), "device_type": device_type}
+
+
+# --- bookkeeping shared by both executors -------------------------------------------------------
+@dataclass
+class _Entry:
+    config: GridConfig
+    identity: dict
+    run_id: str | None = None
+    state: str = "pending"  # pending | running | done | failed | cancelled
+
+    def public(self) -> dict:
+        return {"sender": self.config.sender, "receiver": self.config.receiver, "control": self.config.control,
+                "run_id": self.run_id, "state": self.state}
+
+    def label(self) -> str:
+        return f"{self.config.sender} -> {self.config.receiver} ({self.config.control})"
+
+
+class _Tracker:
+    """The sweep's view of its grids: writes the ``grids`` artifact (throttled) and reports
+    progress with an ETA from the grids computed in this session."""
+
+    def __init__(self, store, sweep_id: str, entries: list[_Entry], progress):
+        self.store, self.sweep_id, self.entries, self.progress = store, sweep_id, entries, progress
+        self.start, self.computed, self.last_flush = time.perf_counter(), 0, 0.0
+
+    def flush(self, force: bool = True) -> None:
+        if force or time.perf_counter() - self.last_flush > 1.0:
+            self.store.put_artifact(self.sweep_id, "grids", [e.public() for e in self.entries])
+            self.last_flush = time.perf_counter()
+
+    def count(self, state: str) -> int:
+        return sum(e.state == state for e in self.entries)
+
+    def report(self, stage: str, message: str, partial: float = 0.0, entry: _Entry | None = None) -> None:
+        if self.progress is None:
+            return
+        total, done, failed = len(self.entries), self.count("done"), self.count("failed")
+        remaining = total - done - failed
+        elapsed = time.perf_counter() - self.start
+        worked = self.computed + partial
+        eta = elapsed / worked * (remaining - partial) if worked > 0.05 and remaining else None
+        self.progress({"stage": stage, "done": done, "failed": failed, "total": total,
+                       "fraction": (done + failed + partial) / max(1, total), "eta": eta, "elapsed": elapsed,
+                       "message": message, "grid": entry.public() if entry else None})
+
+    def finished(self, entry: _Entry, state: str, run_id: str | None, why: str | None = None) -> None:
+        entry.state, entry.run_id = state, run_id or entry.run_id
+        self.computed += 1
+        self.flush()
+        self.report("grid", f"{entry.label()}: {state}" + (f" ({why})" if why else ""), entry=entry)
+
+
+def run_sweep(config: SweepConfig | dict, store=None, executor: str = "local", device: str = "auto",
+              name: str | None = None, ray_address: str | None = None, progress=None, cancel=None) -> dict:
+    """Run (or resume) a sweep and return its :func:`sweep_status`.
+
+    Args:
+        config: a :class:`SweepConfig` (or a dict of its fields).
+        store: the :class:`core.store.Store` that records the sweep and its grids (default: the
+            default database).
+        executor: ``"local"`` (in process, one grid at a time) or ``"ray"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; with Ray, ``auto`` means CUDA when the
+            cluster has GPUs.
+        name: the sweep's name in the store.
+        ray_address: a Ray cluster (``HEAD:6379``); None starts a small local Ray for the sweep.
+        progress: called with ``{"stage", "done", "failed", "total", "fraction", "eta", "message",
+            "grid"}``; stage ``"grid"`` follows each finished grid.
+        cancel: a callable returning True to stop; the sweep is then ``cancelled`` and
+            :class:`~core.grid.Cancelled` is raised. Ctrl-C does the same with KeyboardInterrupt.
+
+    Rerunning a cancelled or failed sweep with the same settings resumes it.
+    """
+    from .device import resolve_device
+    from .store import Store
+
+    config = config if isinstance(config, SweepConfig) else SweepConfig(**config)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if ray_address and executor != "ray":
+        raise ValueError("a Ray address was given but the executor is not ray; add --executor ray")
+    grids = config.grids()  # validates the settings and the model patterns before anything starts
+    store = store if store is not None else Store()
+    ray_started = False
+    if executor == "ray":
+        device_type, ray_started = _start_ray(ray_address, device)
+    else:
+        device_type = resolve_device(device).type
+    try:
+        return _run(config, grids, store, executor, device_type, name, progress, cancel)
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(config, grids, store, executor, device_type, name, progress, cancel) -> dict:
+    from .grid import Cancelled
+
+    identity = config.identity(device_type)
+    previous = store.find_run("sweep", identity)
+    if previous is None:
+        sweep_id = store.create_run("sweep", identity, name)
+    else:
+        sweep_id = previous["id"]
+        store.update_run(sweep_id, status="running", message="resumed", **({"name": name} if name else {}))
+    entries = []
+    for grid in grids:
+        entry = _Entry(grid, grid.identity(device_type))
+        found = store.find_run("grid", entry.identity)
+        if found is not None:
+            entry.run_id = found["id"]
+            entry.state = "done" if found["status"] == "done" else "pending"
+        entries.append(entry)
+    tracker = _Tracker(store, sweep_id, entries, progress)
+    tracker.flush()
+    start = time.perf_counter()
+    skipped = tracker.count("done")
+    tracker.report("start", f"{len(entries)} grids, {skipped} already done")
+    todo = [e for e in entries if e.state != "done"]
+    label = name or (previous or {}).get("name") or "sweep"
+    try:
+        if executor == "local":
+            _run_local(todo, store, device_type, tracker, label, cancel)
+        else:
+            _run_ray(todo, store, device_type, tracker, label, cancel)
+    except (KeyboardInterrupt, Cancelled):
+        for e in entries:
+            if e.state == "running":
+                e.state = "cancelled"
+        tracker.flush()
+        store.update_run(sweep_id, status="cancelled", message="interrupted; rerun the same sweep to resume",
+                         summary=_counts(entries))
+        raise
+    failed = tracker.count("failed")
+    status = "failed" if failed else "done"
+    message = f"{failed} of {len(entries)} grids failed; rerun the same sweep to retry them" if failed else None
+    store.update_run(sweep_id, status=status, message=message, seconds=time.perf_counter() - start,
+                     summary=_counts(entries))
+    tracker.report("done", message or f"{len(entries)} grids done")
+    return sweep_status(store, sweep_id)
+
+
+def _counts(entries: list[_Entry]) -> dict:
+    return {"total": len(entries), "done": sum(e.state == "done" for e in entries),
+            "failed": sum(e.state == "failed" for e in entries)}
+
+
+# --- local executor -----------------------------------------------------------------------------
+def _run_local(todo: list[_Entry], store, device_type: str, tracker: _Tracker, label: str, cancel) -> None:
+    from .grid import Cancelled, run_grid
+
+    for entry in todo:
+        if cancel is not None and cancel():
+            raise Cancelled("sweep cancelled")
+        entry.state = "running"
+        tracker.flush(force=False)
+        tracker.report("grid-start", f"{entry.label()}: starting", entry=entry)
+
+        def inner(event, entry=entry):
+            if event.get("run_id") and event["run_id"] != entry.run_id:  # known once run_grid has a run
+                entry.run_id = event["run_id"]
+                tracker.flush()
+            tracker.report("grid-progress", f"{entry.label()}: {event['message']}", event["fraction"], entry)
+
+        try:
+            result = run_grid(entry.config, store=store, device=device_type, progress=inner, cancel=cancel,
+                              name=f"{label}: {entry.label()}")
+        except (KeyboardInterrupt, Cancelled):
+            found = store.find_run("grid", entry.identity)  # run_grid marks an interrupted run failed
+            if found is not None and found["status"] != "done":
+                entry.run_id = found["id"]
+                store.update_run(found["id"], status="cancelled", message="sweep interrupted")
+            raise
+        except Exception as exc:  # this grid alone fails; a rerun of the sweep retries it
+            entry.run_id = entry.run_id or (store.find_run("grid", entry.identity) or {}).get("id")
+            _record_failure(store, entry, tracker, label, f"{type(exc).__name__}: {exc}")
+            continue
+        tracker.finished(entry, "done", result.run_id)
+
+
+# --- Ray executor -------------------------------------------------------------------------------
+def _grid_task(config: dict, device: str) -> dict:
+    """One grid in a Ray worker: no store; the driver commits the result."""
+    import socket
+
+    import torch
+
+    from .grid import run_grid
+
+    result = run_grid(config, store=None, device=device)
+    identity = GridConfig.from_dict(config).identity(device)
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the worker is reused: keep the models, give back cached blocks
+    return {"result": result, "identity": identity, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def _start_ray(address: str | None, device: str) -> tuple[str, bool]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray executor needs Ray: pip install -r requirements.txt (or use --executor local)") \
+            from None
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r} for Ray: use auto, cpu or cuda")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ValueError(f"cannot join the Ray cluster at {address!r} ({exc}); start it with "
+                                 f"'ray start --head' there, or leave out --ray-address for a local Ray") from None
+        else:
+            ray.init(num_cpus=max(1, min(2, os.cpu_count() or 1)), include_dashboard=False, log_to_driver=False)
+            started = True
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if device == "auto":
+        return ("cuda" if gpus else "cpu"), started
+    if device == "cuda" and not gpus:
+        if started:
+            ray.shutdown()
+        raise ValueError("device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu or auto")
+    return device, started
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a wrong address; ray.init waits minutes for a head that is not there."""
+    import socket
+
+    if "://" in address or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not HOST:PORT, e.g. 10.0.0.1:6379 (what 'ray start --head' "
+                         f"printed)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Ray cluster at {address} ({exc}); start it with 'ray start --head' "
+                         f"there, or leave out --ray-address for a local Ray") from None
+
+
+def _remote(task, device_type: str):
+    import ray
+    import torch
+
+    resources = {"num_cpus": 1, "num_gpus": 1 if device_type == "cuda" else 0}
+    # Workers import core from the repository: at the driver's path unless PYTHONPATH says otherwise.
+    runtime_env = {"env_vars": {"PYTHONPATH": f"{paths.PROJECT_ROOT}{os.pathsep}${{PYTHONPATH}}"}}
+    return ray.remote(max_calls=0, max_retries=MAX_RETRIES, retry_exceptions=[OSError, torch.OutOfMemoryError],
+                      runtime_env=runtime_env, **resources)(task)
+
+
+def _run_ray(todo: list[_Entry], store, device_type: str, tracker: _Tracker, label: str, cancel) -> None:
+    import ray
+
+    from .grid import Cancelled
+
+    remote = _remote(_grid_task, device_type)
+    slots = int(ray.cluster_resources().get("GPU" if device_type == "cuda" else "CPU", 1)) or 1
+    window = 2 * slots  # grids handed to Ray at a time: every slot busy, plus one queued each
+    queue, inflight = list(todo), {}
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < window:
+                entry = queue.pop(0)
+                entry.state = "running"
+                inflight[remote.remote(asdict(entry.config), device_type)] = entry
+            tracker.flush(force=False)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            if cancel is not None and cancel():
+                raise Cancelled("sweep cancelled")
+            for ref in ready:
+                _collect(ref, inflight.pop(ref), store, tracker, label)
+    except BaseException:
+        for ref, entry in inflight.items():
+            ray.cancel(ref)
+            entry.state = "cancelled"
+        raise
+
+
+def _collect(ref, entry: _Entry, store, tracker: _Tracker, label: str) -> None:
+    import ray
+
+    try:
+        out = ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        first = (str(cause).strip().splitlines() or [""])[0]
+        _record_failure(store, entry, tracker, label, f"{type(cause).__name__}: {first}")
+        return
+    if out["identity"] != entry.identity:
+        _record_failure(store, entry, tracker, label,
+                        f"worker {out['worker']} has other weights than the driver for {entry.label()}; "
+                        f"give every machine the same zoo")
+        return
+    run_id = commit_grid(store, entry.config, entry.identity, out["result"], entry.run_id,
+                         name=f"{label}: {entry.label()}")
+    tracker.finished(entry, "done", run_id)
+
+
+def _record_failure(store, entry: _Entry, tracker: _Tracker, label: str, message: str) -> None:
+    run_id = entry.run_id or store.create_run("grid", entry.identity, f"{label}: {entry.label()}")
+    store.update_run(run_id, status="failed", message=message)
+    tracker.finished(entry, "failed", run_id, message)
+
+
+def commit_grid(store, config: GridConfig, identity: dict, result: GridResult, run_id: str | None = None,
+                name: str | None = None) -> str:
+    """Write a grid computed elsewhere (``run_grid(store=None)``) as a finished grid run.
+
+    Reuses ``run_id`` (an unfinished run of the same identity) or creates a run. Cells get
+    status, accuracy and details but no stitch weights, which a GridResult does not carry.
+    :func:`core.grid.load_grid` then reads it exactly like a grid run_grid stored itself.
+    """
+    assert identity.get("sender") == config.sender and identity.get("control") == config.control
+    if run_id is None:
+        run_id = store.create_run("grid", identity, name)
+    else:
+        store.update_run(run_id, status="running", message=None)
+    store.update_run(run_id, summary=summarize(result))
+    for (i, j), cell in result.cells.items():
+        store.put_cell(run_id, i, j, cell["status"], cell["accuracy"], cell["details"], None)
+    store.update_run(run_id, status="done", message=None, seconds=result.seconds, summary=summarize(result))
+    return run_id
+
+
+# --- reading a sweep back -----------------------------------------------------------------------
+def sweep_status(store, sweep_run_id: str) -> dict:
+    """Progress of a sweep: counts of grids by status and one row per grid.
+
+    A grid's status is its run's (``done``, ``failed``, ``cancelled``, ``running``), ``running``
+    while the sweep has it in hand (under Ray: handed to Ray, perhaps still queued), else
+    ``pending``.
+    """
+    run = store.get_run(sweep_run_id)
+    if run["kind"] != "sweep":
+        raise ValueError(f"run {sweep_run_id!r} is a {run['kind']} run, not a sweep; list sweeps with "
+                         f"Store.list_runs('sweep')")
+    entries = store.get_artifact(sweep_run_id, "grids", [])
+    statuses = _run_statuses(store, [e["run_id"] for e in entries if e["run_id"]])
+    live = run["status"] == "running"
+    grids = []
+    for e in entries:
+        status = statuses.get(e["run_id"], "pending")
+        if e["state"] == "running" and live:
+            status = "running"
+        elif status == "running" and not live:
+            status = "cancelled"  # the sweep stopped without finishing this grid
+        grids.append({"sender": e["sender"], "receiver": e["receiver"], "control": e["control"],
+                      "run_id": e["run_id"], "status": status})
+    count = {s: sum(g["status"] == s for g in grids) for s in ("done", "failed", "running", "pending", "cancelled")}
+    return {"run_id": sweep_run_id, "name": run["name"], "status": run["status"], "message": run["message"],
+            "config": run["config"], "total": len(grids), **count, "grids": grids}
+
+
+def _run_statuses(store, run_ids: list[str]) -> dict:
+    out = {}
+    with store.connect() as conn:
+        for k in range(0, len(run_ids), 500):  # SQLite caps the number of bound parameters
+            chunk = run_ids[k:k + 500]
+            rows = conn.execute(f"SELECT id, status FROM runs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update({r["id"]: r["status"] for r in rows})
+    return out
+
+
+def _depth(index: int, n: int) -> float:
+    return index / (n - 1) if n > 1 else 0.0  # a one-layer grid has no depth axis: call it 0
+
+
+def sweep_summary(store, sweep_run_id: str) -> list[dict]:
+    """One row per scored cell of the sweep's grids: the layers' relative depths (index /
+    (layers - 1), 0 = first layer of the grid, 1 = last) and the stitched accuracy.
+
+    Row keys: sender, receiver, control, run_id, sender_layer, receiver_layer, sender_depth,
+    receiver_depth, accuracy, reference_accuracy (the pretrained receiver's).
+    """
+    rows = []
+    for grid in sweep_status(store, sweep_run_id)["grids"]:
+        if grid["run_id"] is None or grid["status"] == "pending":
+            continue
+        summary = store.get_run(grid["run_id"])["summary"]
+        s_index = {n: k for k, n in enumerate(summary.get("sender_layers", []))}
+        r_index = {n: k for k, n in enumerate(summary.get("receiver_layers", []))}
+        for c in store.cells(grid["run_id"], with_details=False):
+            if c["status"] != "done" or c["accuracy"] is None or c["sender_layer"] not in s_index \
+                    or c["receiver_layer"] not in r_index:
+                continue
+            rows.append({"sender": grid["sender"], "receiver": grid["receiver"], "control": grid["control"],
+                         "run_id": grid["run_id"], "sender_layer": c["sender_layer"],
+                         "receiver_layer": c["receiver_layer"],
+                         "sender_depth": _depth(s_index[c["sender_layer"]], len(s_index)),
+                         "receiver_depth": _depth(r_index[c["receiver_layer"]], len(r_index)),
+                         "accuracy": c["accuracy"], "reference_accuracy": summary.get("reference_accuracy")})
+    return rows
+
+
+def depth_table(summary: list[dict], bins: int = 4) -> list[dict]:
+    """Mean stitched accuracy by (sender depth bin, receiver depth bin, control).
+
+    Bin k covers relative depths [k/bins, (k+1)/bins), the last one including 1. Rows:
+    control, sender_bin, receiver_bin, mean_accuracy, cells.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    groups: dict[tuple, list[float]] = {}
+    for row in summary:
+        key = (row["control"], min(int(row["sender_depth"] * bins), bins - 1),
+               min(int(row["receiver_depth"] * bins), bins - 1))
+        groups.setdefault(key, []).append(row["accuracy"])
+    return [{"control": c, "sender_bin": s, "receiver_bin": r, "mean_accuracy": sum(v) / len(v), "cells": len(v)}
+            for (c, s, r), v in sorted(groups.items())]
+
+
+def paper_effect(summary: list[dict]) -> dict:
+    """The seed paper's finding, per control: mean stitched accuracy where the sender layer is
+    relatively deeper than the receiver layer (``lower_left``, with sender layers as rows),
+    shallower (``upper_right``) and equally deep (``diagonal``).
+
+    Returns ``{control: {region: {"mean_accuracy": float | None, "cells": int}}}``.
+    """
+    groups: dict[str, dict[str, list[float]]] = {}
+    for row in summary:
+        gap = row["sender_depth"] - row["receiver_depth"]
+        region = "diagonal" if math.isclose(gap, 0.0, abs_tol=1e-9) else "lower_left" if gap > 0 else "upper_right"
+        groups.setdefault(row["control"], {"lower_left": [], "upper_right": [], "diagonal": []})[region].append(
+            row["accuracy"])
+    return {control: {region: {"mean_accuracy": sum(v) / len(v) if v else None, "cells": len(v)}
+                      for region, v in regions.items()} for control, regions in groups.items()}

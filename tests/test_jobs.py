@@ -1,0 +1,161 @@
+"""The job runner: order, progress, cancel, bounds, many sessions, and a worker killed mid-grid."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from core import jobs
+from core.results import load_grid
+from core.store import Store
+
+
+def _wait(store, job_ids, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [jobs.get(store, j)["status"] for j in job_ids]
+        if all(s not in jobs.ACTIVE for s in states):
+            return states
+        time.sleep(0.1)
+    raise TimeoutError(f"jobs still active: {states}")
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A worker thread serving a fresh store (the same code the worker process runs)."""
+    store = Store(tmp_path / "jobs.sqlite3")
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            jobs.run_worker(store.path, poll=0.02, idle_exit=0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield store
+    stop.set()
+    thread.join(timeout=10)
+
+
+def test_eight_sessions_submit_at_once_and_each_gets_its_own_result(worker):
+    store = worker
+    ids: dict[str, int] = {}
+
+    def session(k):
+        ids[f"s{k}"] = jobs.submit(store, "echo", {"steps": 3, "delay": 0.01, "value": k}, owner=f"s{k}")
+
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _wait(store, list(ids.values())) == ["done"] * 8
+    for owner, job_id in ids.items():
+        job = jobs.get(store, job_id)
+        assert job["owner"] == owner and job["progress"] == 1.0
+        assert store.get_run(job["run_id"])["summary"]["value"] == int(owner[1:])
+        assert [j["id"] for j in jobs.list_jobs(store, owner=owner)] == [job_id]
+    started = sorted((jobs.get(store, j)["started"], j) for j in ids.values())
+    assert [j for _, j in started] == sorted(ids.values())  # one worker, first come first served
+
+
+def test_cancel_queued_and_running_jobs(worker):
+    store = worker
+    long_job = jobs.submit(store, "echo", {"steps": 200, "delay": 0.02})
+    waiting = jobs.submit(store, "echo", {"steps": 1})
+    jobs.cancel(store, waiting)
+    deadline = time.monotonic() + 10
+    while jobs.get(store, long_job)["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    jobs.cancel(store, long_job)
+    assert _wait(store, [long_job, waiting]) == ["cancelled", "cancelled"]
+    assert time.monotonic() - started < 3  # stops within a few seconds
+
+
+def test_queue_is_bounded(tmp_path, monkeypatch):
+    store = Store(tmp_path / "q.sqlite3")
+    monkeypatch.setenv("STITCHLAB_MAX_QUEUE", "3")
+    for _ in range(3):
+        jobs.submit(store, "echo", {})
+    with pytest.raises(jobs.QueueFull, match="queue is full .3 jobs waiting"):
+        jobs.submit(store, "echo", {})
+    with pytest.raises(ValueError, match="unknown job kind"):
+        jobs.submit(store, "mine bitcoin", {})
+
+
+def test_a_failing_job_reports_and_the_worker_goes_on(worker):
+    store = worker
+    bad = jobs.submit(store, "grid", {"sender": "zoo/nope", "receiver": "zoo/resnet_1111-s1", "device": "cpu"})
+    good = jobs.submit(store, "echo", {"steps": 1})
+    assert _wait(store, [bad, good]) == ["failed", "done"]
+    assert "unknown zoo model 'nope'" in jobs.get(store, bad)["message"]
+
+
+GRID = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq+train", "epochs": 1.0,
+        "sender_layers": ["stem", "layer2.0", "layer4.0"], "receiver_layers": ["layer1.0", "layer2.0", "layer3.0"],
+        "train_limit": 1536, "eval_limit": 300, "batch_size": 128, "device": "cpu"}
+
+
+def _worker_process(db):
+    return subprocess.Popen([sys.executable, "-m", "core", "worker", "--db", str(db), "--idle-exit", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_worker_killed_mid_grid_loses_nothing_and_resumes_to_the_same_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one stitch per fused chunk: cells land one by one
+    killed_db, clean_db = tmp_path / "killed.sqlite3", tmp_path / "clean.sqlite3"
+    store = Store(killed_db)
+    job = jobs.submit(store, "grid", GRID)
+    proc = _worker_process(killed_db)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill once some, but not all, cells are stored
+            with sqlite3.connect(killed_db) as conn:
+                n = conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+            if n >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_id = jobs.get(store, job)["run_id"]
+    before = {(c["sender_layer"], c["receiver_layer"]): c["accuracy"] for c in store.cells(run_id)}
+    assert 3 <= len(before) < 9, len(before)
+    assert jobs.get(store, job)["status"] == "running"  # as the dead worker left it
+
+    proc = _worker_process(killed_db)  # a new worker requeues the orphan and resumes it
+    try:
+        assert _wait(store, [job]) == ["done"]
+    finally:
+        proc.terminate()
+        proc.wait()
+    resumed = load_grid(store, jobs.get(store, job)["run_id"])
+    for key, accuracy in before.items():  # what was stored before the kill was kept, not recomputed
+        assert resumed.cells[key]["accuracy"] == accuracy
+
+    clean = Store(clean_db)
+    reference = jobs.submit(clean, "grid", GRID)
+    proc = _worker_process(clean_db)
+    try:
+        assert _wait(clean, [reference]) == ["done"]
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert resumed.matrix() == load_grid(clean, jobs.get(clean, reference)["run_id"]).matrix()
+
+
+def test_ensure_worker_starts_one_worker_per_store(tmp_path):
+    db = tmp_path / "w.sqlite3"
+    first = jobs.ensure_worker(db)
+    try:
+        assert jobs.ensure_worker(db) == first == jobs.worker_pid(db)
+    finally:
+        os.kill(first, signal.SIGTERM)
