@@ -1,0 +1,50 @@
+"""CKA: representational similarity of every layer pair, beside the stitching heatmap."""
+
+import streamlit as st
+
+from core.cka_runs import cka_config, find_cka, load_cka
+from ui import charts, grid_view, jobs
+from ui.analysis import agreement, disagreements
+from ui.grids import grid_json
+from ui.state import store
+
+sel = st.session_state.selection
+st.title("CKA: do the layers represent the images alike?")
+st.caption("Centred kernel alignment compares what two layers compute on the same test images (1 = the same up "
+           "to rotation and scale). Stitching asks whether the receiver can *use* the sender's layer. Where do the "
+           "two disagree?")
+
+left, right = st.columns(2)
+kernel = left.radio("Kernel", ["linear", "rbf"], key="cka_kernel", bind="query-params", horizontal=True)
+images = right.select_slider("Test images", [500, 1000, 2000, 5000, 10000], value=2000, key="cka_images",
+                             bind="query-params")
+config = cka_config(sel.sender, sel.receiver, kernel=kernel, limit=images, dataset=sel.dataset)
+found = find_cka(store(), config)
+if found is None and st.button("Compute CKA", type="primary"):
+    jobs.submit("cka", {**config, "device": sel.device})
+jobs.progress_panel()
+jobs.show_errors()
+if found is None:
+    st.info("No CKA matrix stored for these settings yet: press **Compute CKA** (about 10 s for 2,000 images "
+            "on a CPU).")
+    st.stop()
+
+cka = load_cka(store(), found["id"])
+grids = [r for r in store().list_runs(kind="grid") if r["status"] == "done" and r["config"]["sender"] == sel.sender
+         and r["config"]["receiver"] == sel.receiver and r["config"].get("control", "none") == "none"]
+left, right = st.columns(2)
+grid_view.plot(charts.cka_heatmap(cka), "cka_heatmap", left, square=True)
+if not grids:
+    right.info("Run a stitching grid for this pair (Stitching page) to compare the two measures.")
+    st.stop()
+grid = grid_json(grids[0])
+with right:
+    grid_view.heatmap(grid, "accuracy", key="cka_page_grid", selectable=False)
+points, rho = agreement(cka, grid)
+st.subheader("Similar representations, or just usable ones?")
+if rho is not None:
+    st.metric("Spearman rank correlation, CKA vs stitched accuracy", f"{rho:+.2f}",
+              help="+1: the two measures order the cells the same way; 0: unrelated.")
+grid_view.plot(charts.agreement_scatter(points), "cka_scatter")
+st.markdown("**Where they disagree most** (by rank):")
+st.dataframe(disagreements(points), hide_index=True)

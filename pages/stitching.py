@@ -1,0 +1,62 @@
+"""Stitching: a grid of stitches from every sender layer into every receiver layer."""
+
+import streamlit as st
+
+from core import catalog
+from ui import grid_view, jobs
+from ui.analysis import stitch_cka_panel
+from ui.grids import BUDGETS, CONTROL_LABELS, RECIPES, find_grid, grid_config, grid_json, start
+
+sel = st.session_state.selection
+st.title("Model stitching")
+st.caption("Freeze both networks, train only a small stitch layer from the sender's layer *i* into the receiver's "
+           "layer *j*, and score the stitched network on the test set. High accuracy: the receiver can use what "
+           "the sender computed.")
+
+with st.expander("Settings", expanded=True):
+    left, right = st.columns(2)
+    s_layers = left.multiselect("Sender layers (rows)", [n for n, _ in catalog.layers_of(sel.sender)],
+                                key="s_layers", bind="query-params", placeholder="all layers")
+    r_layers = right.multiselect("Receiver layers (columns)", [n for n, _ in catalog.layers_of(sel.receiver)],
+                                 key="r_layers", bind="query-params", placeholder="all layers")
+    recipe = left.radio("Recipe", list(RECIPES), key="recipe", bind="query-params")
+    budget = right.radio("Images", list(BUDGETS), key="budget", bind="query-params")
+    controls = st.multiselect("Controls: the same grid with random-initialised networks", list(CONTROL_LABELS),
+                              key="controls", bind="query-params",
+                              help="random-sender: a randomly initialised sender; random-receiver: a random "
+                                   "receiver; random-both: both. Trained stitches on random networks show how "
+                                   "much a stitch can do on its own.")
+    run = st.button("Run", type="primary", icon=":material/play_arrow:")
+
+configs = {"none": grid_config(sel, s_layers, r_layers, recipe, budget)}
+configs.update({c: grid_config(sel, s_layers, r_layers, recipe, budget, control=c) for c in controls})
+if run and not start(list(configs.values()), sel.device):
+    st.toast("These grids are already stored (or running): shown below.")
+jobs.progress_panel()
+jobs.show_errors()
+
+runs = {control: find_grid(config) for control, config in configs.items()}
+if runs["none"] is None:
+    st.info("No grid stored for these settings yet. Press **Run**: *Instant* takes about 15 s on a laptop CPU.")
+    st.stop()
+
+grid = grid_json(runs["none"])
+metric = st.radio("Colour by", ["accuracy", "penalty", "relative"], key="metric", bind="query-params",
+                  horizontal=True,
+                  help="penalty = receiver accuracy − stitched accuracy; relative = stitched / receiver")
+a, b, c = st.columns(3)
+a.metric("sender alone", f"{grid['sender_accuracy']:.3f}" if grid["sender_accuracy"] is not None else "–")
+b.metric("receiver alone", f"{grid['reference_accuracy']:.3f}" if grid["reference_accuracy"] is not None else "–")
+c.metric("this grid", grid["run_status"], f"{grid['seconds']:.1f} s · run {grid['run_id']}", delta_color="off")
+
+columns = st.columns(len([r for r in runs.values() if r is not None]))
+for column, (control, run_row) in zip(columns, [(k, v) for k, v in runs.items() if v is not None]):
+    with column:
+        grid_view.heatmap(grid_json(run_row), metric, key=f"heatmap_{control}", selectable=control == "none")
+with st.expander("Stitched accuracy along the receiver, with the networks' own accuracy as reference"):
+    grid_view.plot(grid_view.charts.reference_profile(grid))
+
+st.subheader("Cell details")
+picked = grid_view.cell_picker(grid)
+if picked:
+    grid_view.cell_details(grid, *picked, stitch_cka=stitch_cka_panel)

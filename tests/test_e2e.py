@@ -1,0 +1,162 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Starts ``streamlit run app.py`` on a free local port with its own store, picks two zoo
+networks, runs an Instant grid, waits for the heatmap, clicks a cell, checks its details, and
+saves screenshots of the main pages under ``test-output/screenshots`` (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)")
+    home = tmp_path_factory.mktemp("e2e-home")
+    port = _free_port()
+    env = {**os.environ, "STITCHLAB_HOME": str(home), "STITCHLAB_DB": str(home / "e2e.sqlite3"),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+    yield f"http://127.0.0.1:{port}", home
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+    from core import jobs
+
+    pid = jobs.worker_pid(home / "e2e.sqlite3")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        # Streamlit scrolls inside its own container, so a tall window is what fits a page in a screenshot.
+        context = browser.new_context(viewport={"width": 1500, "height": 2100})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def _ready(page, text: str) -> None:
+    page.wait_for_selector("[data-testid='stAppViewContainer']")
+    page.get_by_text(text, exact=False).first.wait_for()
+
+
+def _pick(page, label: str, option: str) -> None:
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=label)
+    box.locator("input").first.click()
+    box.locator("input").first.fill(option)
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
+def test_instant_grid_heatmap_and_cell_details(server, page):
+    url, _ = server
+    page.goto(url + "/")  # open / first: a first request straight to a page URL shows legacy navigation
+    _ready(page, "Model stitching")
+    _pick(page, "Sender", "zoo/resnet_1111-s0")
+    _pick(page, "Receiver", "zoo/resnet_1111-s1")
+    page.get_by_text("No grid stored for these settings yet").wait_for()
+    page.get_by_role("button", name="Run").click()
+    # The worker runs the grid; the page follows it and draws the heatmap when it is stored.
+    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for(timeout=300_000)
+    page.get_by_text("receiver alone").first.wait_for()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "stitching.png"), full_page=True)
+
+    points = page.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").first.locator(".point")
+    assert points.count() == 25  # 5 sender layers x 5 receiver layers, all stitchable
+    points.nth(17).click(force=True)
+    page.get_by_text("stitched accuracy", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("accuracy per class").first.wait_for()
+    page.get_by_text("See what this stitched network looks at").wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "cell-details.png"), full_page=True)
+    assert "cell_i=" in page.url and "cell_j=" in page.url  # the selected cell lives in the URL
+
+
+def test_controls_side_by_side(server, page):
+    url, _ = server
+    page.goto(url + "/?sender=zoo/resnet_1111-s0&receiver=zoo/resnet_1111-s1&controls=random-both")
+    _ready(page, "Model stitching")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("control: random both").first.wait_for(timeout=300_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "stitching-controls.png"), full_page=True)
+    assert page.locator(".js-plotly-plot").count() >= 2
+
+
+def test_other_pages_render_in_the_browser(server, page):
+    url, _ = server
+    for path, text, shot in [("/lesson", "Do two networks see the world the same way?", "lesson.png"),
+                             ("/lesson?step=3+%C2%B7+Later+into+earlier", "A later layer feeds an earlier one",
+                              "lesson-later-into-earlier.png"),
+                             ("/models", "Add your own checkpoint", "models.png"),
+                             ("/runs", "Runs", "runs.png")]:
+        page.goto(url + path)
+        _ready(page, text)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SHOTS / shot), full_page=True)
+    assert not page.locator("[data-testid='stException']").count()
+
+
+def test_attributions_page_in_the_browser(server, page):
+    url, _ = server
+    page.goto(url + "/attributions?sender=zoo/resnet_1111-s0&receiver=zoo/resnet_1111-s1")
+    _ready(page, "Attributions")
+    page.locator("[data-testid='stImage'] img, [data-testid='stPyplot'] img, img").first.wait_for(timeout=180_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "attributions.png"), full_page=True)
+    assert not page.locator("[data-testid='stException']").count()
+
+
+def test_screenshots_are_pictures():
+    for shot in SHOTS.glob("*.png"):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("STITCHLAB_UPDATE_DOCS"):  # refresh the README's pictures
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        for shot in SHOTS.glob("*.png"):
+            shutil.copy(shot, docs / shot.name)

@@ -1,0 +1,116 @@
+"""Every page, headless (Streamlit's AppTest), on the bundled zoo and a real stored grid."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.grid import run_grid
+from core.store import Store
+from ui.grids import BUDGETS, RECIPES, grid_config
+from ui.state import Selection
+
+APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["pages/stitching.py", "pages/cka.py", "pages/attributions.py", "pages/models.py", "pages/runs.py",
+         "pages/sweeps.py", "pages/lesson.py"]
+INSTANT, QUICK = "Instant (least squares)", "Quick: 2,000 training / 1,000 test images"
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A store holding the Instant grid the Stitching page shows by default."""
+    db = tmp_path_factory.mktemp("app") / "app.sqlite3"
+    store = Store(db)
+    selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", "fashion-mnist", "cpu")
+    config = grid_config(selection, [], [], INSTANT, QUICK)
+    result = run_grid(config, store=store, device="cpu")
+    return db, result
+
+
+@pytest.fixture
+def app(stored, monkeypatch):
+    db, _ = stored
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)  # jobs stay queued; tests run them
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _no_trouble(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app, page):
+    app.switch_page(page)
+    app.run()
+    _no_trouble(app)
+    assert app.title, f"{page} shows no title"
+
+
+def test_stitching_page_shows_the_stored_grid_and_a_cell(app, stored):
+    _, result = stored
+    assert "Model stitching" in app.title[0].value
+    assert not app.info, [i.value for i in app.info]  # the stored grid was found
+    assert len(app.get("plotly_chart")) >= 1
+    assert app.metric[1].value == f"{result.reference_accuracy:.3f}"
+    app.selectbox(key="cell_i").set_value("layer4.0")
+    app.selectbox(key="cell_j").set_value("layer1.1").run()
+    _no_trouble(app)
+    values = [m.value for m in app.metric]
+    assert f"{result.value('layer4.0', 'layer1.1'):.3f}" in values
+    assert any(link.label.startswith("See what this stitched network") for link in app.get("page_link"))
+
+
+def test_run_button_queues_a_job_and_the_page_follows_it(app, stored):
+    db, _ = stored
+    app.radio(key="recipe").set_value("Standard (least squares + 1 epoch)")
+    app.multiselect(key="s_layers").set_value(["layer4.0"])
+    app.multiselect(key="r_layers").set_value(["layer1.0"]).run()
+    assert any("No grid stored" in i.value for i in app.info)
+    app.button[0].click().run()
+    _no_trouble(app)
+    queued = jobs.list_jobs(Store(db), active_only=True)
+    assert len(queued) == 1 and len(queued[0]["params"]["configs"]) == 1
+    config = queued[0]["params"]["configs"][0]
+    assert config["mode"] == "lstsq+train" and config["sender_layers"] == ["layer4.0"]
+    jobs.cancel(Store(db), queued[0]["id"])
+
+
+def test_broken_upload_gives_one_clear_error(app, tmp_path):
+    app.switch_page("pages/models.py")
+    app.run()
+    app.file_uploader[0].set_value(("broken.pt", b"definitely not a checkpoint", "application/octet-stream"))
+    app.run()
+    app.button[0].click().run()
+    _no_trouble(app)
+    assert len(app.error) == 1 and "Could not add broken.pt" in app.error[0].value
+
+
+def test_runs_page_lists_the_stored_grid(app, stored):
+    _, result = stored
+    app.switch_page("pages/runs.py")
+    app.run()
+    _no_trouble(app)
+    frame = app.dataframe[0].value
+    assert result.run_id in set(frame["run"])
+
+
+def test_url_reproduces_a_view(stored, monkeypatch):
+    db, _ = stored
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0", "metric": "penalty",
+                            "cell_i": "layer3.0", "cell_j": "layer2.0"})
+    at.run()
+    _no_trouble(at)
+    assert at.radio(key="metric").value == "penalty"
+    assert at.selectbox(key="cell_i").value == "layer3.0" and at.selectbox(key="cell_j").value == "layer2.0"
+
+
+def test_recipes_and_budgets_are_valid_grid_settings():
+    selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", "fashion-mnist", "cpu")
+    for recipe in RECIPES:
+        for budget in BUDGETS:
+            assert grid_config(selection, [], [], recipe, budget)["sender"] == "zoo/resnet_1111-s0"

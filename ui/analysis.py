@@ -1,0 +1,64 @@
+"""Quick analyses the pages run in the script itself (a few seconds at most, cached):
+CKA of one stitch, and how CKA and stitching agree across a grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from .state import store
+
+
+@st.cache_data(max_entries=256, show_spinner="CKA of the stitch's output vs. the receiver's own activation…")
+def _stitch_cka(db: str, run_id: str, i: str, j: str, dataset: str) -> float:
+    from core.attribution import load_stitched
+    from core.cka import stitch_cka
+
+    net = load_stitched(store(), run_id, i, j, device="cpu")
+    return stitch_cka(net.sender, net.receiver, i, j, net.module.stitch, dataset=dataset, limit=1000, device="cpu")
+
+
+def stitch_cka_panel(grid: dict, i: str, j: str) -> None:
+    """A button that computes (once) the CKA between the stitch's output and what the receiver expects."""
+    key = f"stitch_cka_{grid['run_id']}_{i}_{j}"
+    if st.button("Compute this CKA (a few seconds)", key=key) or st.session_state.get(key + "_done"):
+        try:
+            value = _stitch_cka(str(store().path), grid["run_id"], i, j, grid.get("dataset", "fashion-mnist"))
+        except (ValueError, KeyError) as exc:
+            st.error(f"CKA could not be computed: {exc}")
+            return
+        st.session_state[key + "_done"] = True
+        st.metric("CKA(stitch output, receiver's activation at j)", f"{value:.3f}")
+
+
+def agreement(cka: dict, grid: dict) -> tuple[list[dict], float | None]:
+    """Cells present in both a CKA matrix and a stitching grid: points and Spearman's rank correlation."""
+    s_index = {name: k for k, name in enumerate(cka["layers_a"])}
+    r_index = {name: k for k, name in enumerate(cka["layers_b"])}
+    n_s, n_r = max(len(grid["sender_layers"]) - 1, 1), max(len(grid["receiver_layers"]) - 1, 1)
+    points = []
+    for a, i in enumerate(grid["sender_layers"]):
+        for b, j in enumerate(grid["receiver_layers"]):
+            accuracy = grid["accuracy"][a][b]
+            if accuracy is None or i not in s_index or j not in r_index:
+                continue
+            points.append({"cell": f"{i} → {j}", "cka": cka["cka"][s_index[i]][r_index[j]], "accuracy": accuracy,
+                           "depth_gap": a / n_s - b / n_r})
+    if len(points) < 3:
+        return points, None
+    frame = pd.DataFrame(points)
+    ranks = frame[["cka", "accuracy"]].rank()  # Spearman = Pearson correlation of the ranks
+    rho = float(np.corrcoef(ranks["cka"], ranks["accuracy"])[0, 1])
+    return points, rho
+
+
+def disagreements(points: list[dict], n: int = 5) -> pd.DataFrame:
+    """The cells where the two measures rank most differently."""
+    frame = pd.DataFrame(points)
+    if frame.empty:
+        return frame
+    frame["gap"] = frame["accuracy"].rank(pct=True) - frame["cka"].rank(pct=True)
+    frame = frame.reindex(frame["gap"].abs().sort_values(ascending=False).index).head(n)
+    frame["reading"] = np.where(frame["gap"] > 0, "stitches well, low CKA", "high CKA, stitches poorly")
+    return frame[["cell", "cka", "accuracy", "reading"]]

@@ -1,0 +1,79 @@
+"""The app's shared state: the store, the sidebar selections, the session's identity.
+
+Every selection that defines a view is a widget bound to a URL query parameter
+(``bind="query-params"``), so copying the URL reproduces the view.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import streamlit as st
+
+from core import catalog, paths
+from core.store import Store, StoreError
+
+DATASETS = ["fashion-mnist", "cifar10"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    sender: str
+    receiver: str
+    dataset: str
+    device: str
+
+
+@st.cache_resource
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """The results store; a file that is not a StitchLab store stops the page with a clear message."""
+    path = str(paths.default_db())
+    try:
+        return _store(path)
+    except StoreError as exc:
+        st.error(f"{exc}")
+        st.stop()
+
+
+def session_id() -> str:
+    """A random id per browser session: jobs are shown to the session that submitted them."""
+    if "session_id" not in st.session_state:
+        st.session_state.session_id = uuid.uuid4().hex[:12]
+    return st.session_state.session_id
+
+
+def _model_options() -> list[str]:
+    names = catalog.model_names()
+    for key in ("sender", "receiver"):  # a model named in a shared URL that this machine lacks
+        value = st.query_params.get(key)
+        if value and value not in names and value.startswith(("zoo/", "file:", "torchvision/", "paper/")):
+            names.append(value)
+    return names
+
+
+def sidebar() -> Selection:
+    """Sender, receiver, dataset and device, in the sidebar and in the URL."""
+    names = _model_options()
+    with st.sidebar:
+        st.markdown("### Networks")
+        # No format_func on URL-bound widgets: the URL would hold the label instead of the name.
+        sender = st.selectbox("Sender (runs up to layer i)", names, key="sender", bind="query-params",
+                              index=names.index(catalog.DEFAULT_SENDER) if catalog.DEFAULT_SENDER in names else 0)
+        st.caption(catalog.model_label(sender))
+        receiver = st.selectbox("Receiver (runs from layer j)", names, key="receiver", bind="query-params",
+                                index=names.index(catalog.DEFAULT_RECEIVER) if catalog.DEFAULT_RECEIVER in names else 0)
+        st.caption(catalog.model_label(receiver))
+        st.markdown("### Data and compute")
+        dataset = st.selectbox("Dataset", DATASETS, key="dataset", bind="query-params",
+                               help="The zoo was trained on Fashion-MNIST; CIFAR-10 needs internet once and "
+                                    "CIFAR-trained networks (python -m core zoo train --preset paper).")
+        device = st.selectbox("Device", DEVICES, key="device", bind="query-params",
+                              help="auto: the GPU when there is one. Work runs in a background worker.")
+        st.caption("The URL holds every selection: copy it to share this view.")
+    return Selection(sender, receiver, dataset, device)
