@@ -316,8 +316,9 @@ def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: Ima
             name, (lo + (hi - lo) * done / total) * (1 - evaluate_share), f"{name}: step {done}/{total}")
 
     if config.mode in ("lstsq", "lstsq+train"):
-        fused.fit_lstsq(train.head(config.lstsq_images), _eval_batch(device), config.seed, config.lstsq_rows,
-                        phase("lstsq"), cancel)
+        # No backward here, so large batches; each batch gives at most lstsq_rows rows per system.
+        fused.fit_lstsq(train.head(config.lstsq_images), 1000 if device.type == "cuda" else 256, config.seed,
+                        config.lstsq_rows, phase("lstsq"), cancel)
         if config.mode == "lstsq+train":
             for cell in chunk:
                 if cell.failed:  # too large for least squares: train from the default initialisation

@@ -58,7 +58,7 @@ class GridConfig:
     seed: int = 0
     bn_before: bool = False
     bn_after: bool = False
-    lstsq_rows: int = 8192  # rows per batch used for the normal equations (positions subsampled)
+    lstsq_rows: int = 4096  # rows per batch for the normal equations (positions subsampled): >> unknowns
     lstsq_images: int = 10000  # training images for the normal equations: plenty for <= 8192 unknowns
     max_stitch_params: int = DEFAULT_MAX_PARAMS
 

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 from . import paths
-from .checkpoints import CheckpointError, max_upload_bytes
 
 __all__ = ["save_upload", "list_uploads", "uploads_dir"]
 
@@ -38,10 +37,10 @@ def save_upload(data: bytes, filename: str, name: str, config: dict | None = Non
     architecture, input and normalisation the checkpoint shares (what the dashboard offers).
     Raises :class:`core.checkpoints.CheckpointError` with the reason and the fix.
     """
-    import torch
+    import torch  # here, not above: listing uploads (the sidebar) must not pay for torch
 
     from .architectures import build_architecture
-    from .checkpoints import apply_state_dict, read_checkpoint, save_checkpoint
+    from .checkpoints import CheckpointError, apply_state_dict, max_upload_bytes, read_checkpoint, save_checkpoint
     from .zoo import zoo_entry
 
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")

@@ -4,7 +4,6 @@ CKA of one stitch, and how CKA and stitching agree across a grid."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from .state import store
@@ -47,14 +46,18 @@ def agreement(cka: dict, grid: dict) -> tuple[list[dict], float | None]:
                            "depth_gap": a / n_s - b / n_r})
     if len(points) < 3:
         return points, None
+    import pandas as pd  # only when there is something to compare (it costs the first paint 0.3 s)
+
     frame = pd.DataFrame(points)
     ranks = frame[["cka", "accuracy"]].rank()  # Spearman = Pearson correlation of the ranks
     rho = float(np.corrcoef(ranks["cka"], ranks["accuracy"])[0, 1])
     return points, rho
 
 
-def disagreements(points: list[dict], n: int = 5) -> pd.DataFrame:
-    """The cells where the two measures rank most differently."""
+def disagreements(points: list[dict], n: int = 5):
+    """The cells where the two measures rank most differently (a DataFrame)."""
+    import pandas as pd
+
     frame = pd.DataFrame(points)
     if frame.empty:
         return frame

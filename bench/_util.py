@@ -1,0 +1,53 @@
+"""Shared by the benchmark scripts: honest timers and one JSON line per result."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+# bf16 dense tensor-core peak of an H100 SXM (NVIDIA's datasheet); a measured 8192^3 bf16 matmul
+# reached 769-798 TFLOP/s on the machines this project benchmarks on.
+H100_BF16_PEAK_TFLOPS = 989.0
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu: {cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def timer(device: torch.device, into: dict, key: str):
+    """Wall time of the block, the GPU's queue drained before and after."""
+    sync(device)
+    start = time.perf_counter()
+    yield
+    sync(device)
+    into[key] = round(time.perf_counter() - start, 4)
+
+
+def emit(name: str, device: torch.device, **figures) -> dict:
+    """Print one JSON line (and append it to $BENCH_OUT when set)."""
+    command = " ".join([f"python -m bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    record = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "device": device_description(device), "command": command, **figures}
+    line = json.dumps(record)
+    print(line, flush=True)
+    if os.environ.get("BENCH_OUT"):
+        with open(os.environ["BENCH_OUT"], "a") as f:
+            f.write(line + "\n")
+    return record

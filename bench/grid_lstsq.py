@@ -1,0 +1,56 @@
+"""Least-squares grid, end to end (model loading included).
+
+On CUDA: R1111 -> R2222 at width 64 (``paper/`` models), 45 pairs, every training image for the
+normal equations, scored on every test image. On a CPU: the zoo's default pair
+(zoo/resnet_1111-s0 -> zoo/resnet_2222-s0) with the dashboard's Instant + Quick settings
+(2,000 training images, 1,000 test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from core.data import load_dataset
+from core.device import resolve_device
+from core.grid import cached_model, run_grid
+
+from ._util import emit, sync
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sender")
+    parser.add_argument("--receiver")
+    parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--eval-limit", type=int)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    sender = args.sender or ("paper/resnet_1111-s0" if gpu else "zoo/resnet_1111-s0")
+    receiver = args.receiver or ("paper/resnet_2222-s0" if gpu else "zoo/resnet_2222-s0")
+    train_limit = args.train_limit if args.train_limit else (None if gpu else 2000)
+    eval_limit = args.eval_limit if args.eval_limit else (None if gpu else 1000)
+    config = {"sender": sender, "receiver": receiver, "mode": "lstsq", "train_limit": train_limit,
+              "eval_limit": eval_limit}
+    load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")  # file reading is not the grid
+    runs = []
+    for _ in range(2):  # the first includes loading the models and CUDA/cuDNN warm-up
+        cached_model.cache_clear()
+        sync(device)
+        start = time.perf_counter()
+        result = run_grid(config, device=device)
+        sync(device)
+        runs.append(round(time.perf_counter() - start, 3))
+    values = [v for row in result.matrix() for v in row if v is not None]
+    return emit("grid_lstsq", device, sender=sender, receiver=receiver, pairs=len(values),
+                train_images=train_limit or 60000, test_images=eval_limit or 10000,
+                first_run_s=runs[0], second_run_s=runs[1], accuracy_range=[min(values), max(values)],
+                threads=torch.get_num_threads())
+
+
+if __name__ == "__main__":
+    main()
