@@ -16,7 +16,8 @@ import io
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.cka import hsic_unbiased, model_cka
+from core.cka import hsic_unbiased
+from core.cka_models import model_cka
 from core.data import load_dataset
 from core.device import resolve_device
 from core.grid import cached_model

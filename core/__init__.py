@@ -15,9 +15,10 @@ import importlib
 
 _EXPORTS = {
     "METHODS": "attribution", "METHOD_LABELS": "attribution", "Attribution": "attribution",
-    "StitchedClassifier": "attribution", "attribute": "attribution", "compare": "attribution",
-    "load_stitched": "attribution",
-    "CkaResult": "cka", "MinibatchCKA": "cka", "cka_matrix": "cka", "model_cka": "cka", "stitch_cka": "cka",
+    "attribute": "attribution", "compare": "attribution",
+    "StitchedClassifier": "stitched", "load_stitched": "stitched",
+    "MinibatchCKA": "cka", "cka_matrix": "cka",
+    "CkaResult": "cka_models", "model_cka": "cka_models", "stitch_cka": "cka_models",
     "DatasetInfo": "data", "ImageSet": "data", "load_dataset": "data",
     "CONTROLS": "grid", "MODES": "grid", "PRESETS": "grid", "Cancelled": "grid", "GridConfig": "grid",
     "GridResult": "grid", "load_grid": "grid", "run_grid": "grid", "run_grids": "grid",

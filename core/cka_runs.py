@@ -41,7 +41,7 @@ def load_cka(store, run_id: str) -> dict:
 
 def run_cka(params: dict, store, device="auto", progress=None, cancel=None, name: str | None = None) -> str:
     """Compute (or reuse) a CKA matrix and store it; returns the run id."""
-    from .cka import model_cka
+    from .cka_models import model_cka
     from .fused import Cancelled
 
     config = cka_config(**{k: v for k, v in params.items() if k in _FIELDS})

@@ -106,7 +106,7 @@ def cmd_grid(args) -> None:
 
 
 def cmd_cka(args) -> None:
-    from .cka import model_cka
+    from .cka_models import model_cka
 
     show = _progress_printer(args.quiet)
     progress = None if show is None else (lambda fraction, message: show(
@@ -184,10 +184,11 @@ def cmd_runs(args) -> None:
 
 
 def cmd_attribute(args) -> None:
-    from .attribution import METHODS, attribute, attribution_figure, compare, load_stitched
+    from .attribution import METHODS, attribute, attribution_figure, compare
     from .data import load_dataset
     from .device import resolve_device
     from .models import load_model
+    from .stitched import load_stitched
     from .store import Store
 
     if args.method not in METHODS:

@@ -37,7 +37,7 @@ def build_lesson(device: str = "auto", out: Path | None = None, train_limit: int
     """Compute the lesson's grids and CKA matrix and write them to ``out`` (default: the bundled file)."""
     import torch
 
-    from .cka import model_cka
+    from .cka_models import model_cka
     from .grid import run_grid
 
     out = Path(out or LESSON_FILE)

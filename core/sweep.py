@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -232,7 +231,9 @@ def run_sweep(config: SweepConfig | dict, store=None, executor: str = "local", d
     store = store if store is not None else Store()
     ray_started = False
     if executor == "ray":
-        device_type, ray_started = _start_ray(ray_address, device)
+        from .sweep_ray import start_ray  # imports ray: only when asked for
+
+        device_type, ray_started = start_ray(ray_address, device)
     else:
         device_type = resolve_device(device).type
     try:
@@ -273,7 +274,9 @@ def _run(config, grids, store, executor, device_type, name, progress, cancel) ->
         if executor == "local":
             _run_local(todo, store, device_type, tracker, label, cancel)
         else:
-            _run_ray(todo, store, device_type, tracker, label, cancel)
+            from .sweep_ray import run_ray
+
+            run_ray(todo, store, device_type, tracker, label, cancel)
     except (KeyboardInterrupt, Cancelled):
         for e in entries:
             if e.state == "running":
@@ -327,129 +330,6 @@ def _run_local(todo: list[_Entry], store, device_type: str, tracker: _Tracker, l
             _record_failure(store, entry, tracker, label, f"{type(exc).__name__}: {exc}")
             continue
         tracker.finished(entry, "done", result.run_id)
-
-
-# --- Ray executor -------------------------------------------------------------------------------
-def _grid_task(config: dict, device: str) -> dict:
-    """One grid in a Ray worker: no store; the driver commits the result."""
-    import socket
-
-    import torch
-
-    from .grid import run_grid
-
-    result = run_grid(config, store=None, device=device)
-    identity = GridConfig.from_dict(config).identity(device)
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()  # the worker is reused: keep the models, give back cached blocks
-    return {"result": result, "identity": identity, "worker": f"{socket.gethostname()}:{os.getpid()}"}
-
-
-def _start_ray(address: str | None, device: str) -> tuple[str, bool]:
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("the ray executor needs Ray: pip install -r requirements.txt (or use --executor local)") \
-            from None
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r} for Ray: use auto, cpu or cuda")
-    started = False
-    if not ray.is_initialized():
-        if address:
-            _check_reachable(address)
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ValueError(f"cannot join the Ray cluster at {address!r} ({exc}); start it with "
-                                 f"'ray start --head' there, or leave out --ray-address for a local Ray") from None
-        else:
-            ray.init(num_cpus=max(1, min(2, os.cpu_count() or 1)), include_dashboard=False, log_to_driver=False)
-            started = True
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if device == "auto":
-        return ("cuda" if gpus else "cpu"), started
-    if device == "cuda" and not gpus:
-        if started:
-            ray.shutdown()
-        raise ValueError("device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu or auto")
-    return device, started
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in seconds on a wrong address; ray.init waits minutes for a head that is not there."""
-    import socket
-
-    if "://" in address or address == "auto":
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"Ray address {address!r} is not HOST:PORT, e.g. 10.0.0.1:6379 (what 'ray start --head' "
-                         f"printed)")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ValueError(f"cannot reach the Ray cluster at {address} ({exc}); start it with 'ray start --head' "
-                         f"there, or leave out --ray-address for a local Ray") from None
-
-
-def _remote(task, device_type: str):
-    import ray
-    import torch
-
-    resources = {"num_cpus": 1, "num_gpus": 1 if device_type == "cuda" else 0}
-    # Workers import core from the repository: at the driver's path unless PYTHONPATH says otherwise.
-    runtime_env = {"env_vars": {"PYTHONPATH": f"{paths.PROJECT_ROOT}{os.pathsep}${{PYTHONPATH}}"}}
-    return ray.remote(max_calls=0, max_retries=MAX_RETRIES, retry_exceptions=[OSError, torch.OutOfMemoryError],
-                      runtime_env=runtime_env, **resources)(task)
-
-
-def _run_ray(todo: list[_Entry], store, device_type: str, tracker: _Tracker, label: str, cancel) -> None:
-    import ray
-
-    from .grid import Cancelled
-
-    remote = _remote(_grid_task, device_type)
-    slots = int(ray.cluster_resources().get("GPU" if device_type == "cuda" else "CPU", 1)) or 1
-    window = 2 * slots  # grids handed to Ray at a time: every slot busy, plus one queued each
-    queue, inflight = list(todo), {}
-    try:
-        while queue or inflight:
-            while queue and len(inflight) < window:
-                entry = queue.pop(0)
-                entry.state = "running"
-                inflight[remote.remote(asdict(entry.config), device_type)] = entry
-            tracker.flush(force=False)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            if cancel is not None and cancel():
-                raise Cancelled("sweep cancelled")
-            for ref in ready:
-                _collect(ref, inflight.pop(ref), store, tracker, label)
-    except BaseException:
-        for ref, entry in inflight.items():
-            ray.cancel(ref)
-            entry.state = "cancelled"
-        raise
-
-
-def _collect(ref, entry: _Entry, store, tracker: _Tracker, label: str) -> None:
-    import ray
-
-    try:
-        out = ray.get(ref)
-    except ray.exceptions.RayError as exc:
-        cause = getattr(exc, "cause", None) or exc
-        first = (str(cause).strip().splitlines() or [""])[0]
-        _record_failure(store, entry, tracker, label, f"{type(cause).__name__}: {first}")
-        return
-    if out["identity"] != entry.identity:
-        _record_failure(store, entry, tracker, label,
-                        f"worker {out['worker']} has other weights than the driver for {entry.label()}; "
-                        f"give every machine the same zoo")
-        return
-    run_id = commit_grid(store, entry.config, entry.identity, out["result"], entry.run_id,
-                         name=f"{label}: {entry.label()}")
-    tracker.finished(entry, "done", run_id)
 
 
 def _record_failure(store, entry: _Entry, tracker: _Tracker, label: str, message: str) -> None:

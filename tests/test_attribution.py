@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from core import cli
-from core.attribution import METHOD_LABELS, METHODS, StitchedClassifier, _lock_for, attribute, compare, load_stitched
+from core.attribution import METHOD_LABELS, METHODS, _lock_for, attribute, compare
 from core.data import load_dataset
 from core.grid import cached_model, run_grid
 from core.models import Network, load_model
+from core.stitched import StitchedClassifier, load_stitched
 from core.stitches import stitch
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}

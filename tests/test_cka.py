@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from core.cka import MinibatchCKA, cka_matrix, hsic_unbiased, model_cka, stitch_cka
+from core.cka import MinibatchCKA, cka_matrix, hsic_unbiased
+from core.cka_models import model_cka, stitch_cka
 from core.fused import Cancelled
 from core.layers import sender_prefix
 from core.stitches import make_stitch

@@ -25,23 +25,6 @@ def _wait(store, job_ids, timeout=240):
     raise TimeoutError(f"jobs still active: {states}")
 
 
-@pytest.fixture
-def worker(tmp_path):
-    """A worker thread serving a fresh store (the same code the worker process runs)."""
-    store = Store(tmp_path / "jobs.sqlite3")
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            jobs.run_worker(store.path, poll=0.02, idle_exit=0.2)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield store
-    stop.set()
-    thread.join(timeout=10)
-
-
 def test_eight_sessions_submit_at_once_and_each_gets_its_own_result(worker):
     store = worker
     ids: dict[str, int] = {}

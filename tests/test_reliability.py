@@ -134,16 +134,8 @@ def test_a_one_class_dataset_is_refused_with_the_reason(tmp_path):
 LAYERS = ["stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0"]
 
 
-def test_eight_sessions_run_real_grids_at_once_and_each_gets_its_own(tmp_path):
-    store = Store(tmp_path / "eight.sqlite3")
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            jobs.run_worker(store.path, poll=0.02, idle_exit=0.5)
-
-    worker = threading.Thread(target=serve, daemon=True)
-    worker.start()
+def test_eight_sessions_run_real_grids_at_once_and_each_gets_its_own(worker):
+    store = worker
     submitted: dict[int, tuple[str, str]] = {}
     lock = threading.Lock()
 
@@ -157,19 +149,15 @@ def test_eight_sessions_run_real_grids_at_once_and_each_gets_its_own(tmp_path):
             submitted[job] = pair
 
     threads = [threading.Thread(target=session, args=(k,)) for k in range(8)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if all(jobs.get(store, j)["status"] not in jobs.ACTIVE for j in submitted):
-                break
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        worker.join(timeout=30)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if all(jobs.get(store, j)["status"] not in jobs.ACTIVE for j in submitted):
+            break
+        time.sleep(0.2)
     lost = 0
     for job_id, (i, j) in submitted.items():
         job = jobs.get(store, job_id)

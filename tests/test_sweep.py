@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import grid as grid_module
-from core import sweep as sweep_module
+from core import sweep_ray
 from core.results import load_grid
 from core.store import Store
 from core.sweep import (
@@ -190,7 +190,7 @@ def _recording(original, marker_dir, behaviour=None):
 def test_ray_gives_the_same_grids_as_local(local_sweep, ray_local, tmp_path, monkeypatch):
     attempts = tmp_path / "attempts"
     attempts.mkdir()
-    monkeypatch.setattr(sweep_module, "_grid_task", _recording(sweep_module._grid_task, attempts))
+    monkeypatch.setattr(sweep_ray, "_grid_task", _recording(sweep_ray._grid_task, attempts))
     store = Store(tmp_path / "b.sqlite3")
     result = run_sweep(TINY, store, executor="ray", device="cpu", name="tiny")
     assert result["status"] == "done" and result["done"] == 4
@@ -219,9 +219,9 @@ def test_ray_retries_a_dead_worker_and_transient_errors_only(ray_local, tmp_path
 
     config = {**TINY, "models": ["zoo/resnet_1111-s0"], "pairs": "diagonal",
               "controls": ["none", "random-sender", "random-receiver"]}
-    original, marks = sweep_module._grid_task, tmp_path / "attempts"
+    original, marks = sweep_ray._grid_task, tmp_path / "attempts"
     marks.mkdir()
-    monkeypatch.setattr(sweep_module, "_grid_task", _recording(original, marks, misbehave))
+    monkeypatch.setattr(sweep_ray, "_grid_task", _recording(original, marks, misbehave))
     store = Store(tmp_path / "c.sqlite3")
     result = run_sweep(config, store, executor="ray", device="cpu", name="flaky")
     attempts = {c: len(list(marks.glob(f"{c}.*"))) for c in config["controls"]}
@@ -230,7 +230,7 @@ def test_ray_retries_a_dead_worker_and_transient_errors_only(ray_local, tmp_path
     failed = next(g for g in result["grids"] if g["status"] == "failed")
     assert "ValueError: a deterministic error" in store.get_run(failed["run_id"])["message"]
     # Rerunning the sweep retries only the failed grid, into the same grid run.
-    monkeypatch.setattr(sweep_module, "_grid_task", original)
+    monkeypatch.setattr(sweep_ray, "_grid_task", original)
     again = run_sweep(config, store, executor="ray", device="cpu", name="flaky")
     assert again["status"] == "done" and again["run_id"] == result["run_id"]
     assert next(g for g in again["grids"] if g["control"] == "random-receiver")["run_id"] == failed["run_id"]

@@ -11,8 +11,8 @@ from .state import store
 
 @st.cache_data(max_entries=256, show_spinner="CKA of the stitch's output vs. the receiver's own activation…")
 def _stitch_cka(db: str, run_id: str, i: str, j: str, dataset: str) -> float:
-    from core.attribution import load_stitched
-    from core.cka import stitch_cka
+    from core.cka_models import stitch_cka
+    from core.stitched import load_stitched
 
     net = load_stitched(store(), run_id, i, j, device="cpu")
     return stitch_cka(net.sender, net.receiver, i, j, net.module.stitch, dataset=dataset, limit=1000, device="cpu")

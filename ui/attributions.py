@@ -66,8 +66,9 @@ def attributions(sender: str, receiver: str, run_id: str | None, cell: tuple[str
     :class:`core.attribution.Attribution`."""
     import torch
 
-    from core.attribution import compare, load_stitched
+    from core.attribution import compare
     from core.grid import cached_model
+    from core.stitched import load_stitched
 
     if upload is not None:
         image, true_label = uploaded_image(upload, dataset), None
