@@ -18,8 +18,10 @@ through it (a *cut point*). Inside a residual block the skip connection crosses 
 node, so only block boundaries are cut points there; :func:`list_layers` lists only cut
 points, and asking for anything else raises a ``ValueError`` that says why.
 
-Models torch.fx cannot trace (data-dependent control flow) are cut with forward hooks at
-module outputs instead: see :mod:`core.hooks`.
+Models torch.fx cannot trace (Python control flow that depends on the data) cannot be cut:
+:class:`UntraceableError` says so and why. (A hook-based fallback would have to run the whole
+receiver up to layer j on every batch and could not tell whether a skip connection crosses the
+cut, so StitchLab refuses rather than stitch such a model wrongly.)
 """
 
 from __future__ import annotations
@@ -71,10 +73,13 @@ class LayerGraph:
             try:
                 graph = tracer.trace(module)
             except Exception as exc:  # fx raises many types for untraceable code
+                first = str(exc).splitlines()[0] if str(exc) else ""
                 raise UntraceableError(
-                    f"{type(module).__name__} cannot be traced by torch.fx ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); StitchLab cuts it at module outputs "
-                    f"with hooks instead (core.hooks)") from exc
+                    f"{type(module).__name__} cannot be cut into layers: torch.fx cannot trace it "
+                    f"({type(exc).__name__}: {first}). StitchLab cuts networks through their traced graph; "
+                    f"a model whose Python control flow depends on the input data cannot be stitched. "
+                    f"Rewrite that branch with tensor operations (e.g. torch.where), or pick another model"
+                    ) from None
             self.gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
             self.qualname = {n: q for n, q in tracer.node_to_qualname.items()}
             device = next((p.device for p in module.parameters()), torch.device("cpu"))

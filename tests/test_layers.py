@@ -61,3 +61,23 @@ def test_plain_module_needs_an_input_shape_and_the_model_is_left_as_found():
     sender_prefix(module, ["features.3"], (1, 32, 32))
     assert module.training  # mode restored
     assert sum(len(m._forward_hooks) for m in module.modules()) == hooks_before
+
+
+class _DataDependent(torch.nn.Module):
+    """A branch on the data itself: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x * 2
+        return self.conv(x).flatten(1)
+
+
+def test_untraceable_models_are_refused_with_the_reason():
+    from core.layers import UntraceableError
+
+    with pytest.raises(UntraceableError, match="cannot be cut into layers: torch.fx cannot trace it"):
+        list_layers(_DataDependent(), (1, 8, 8))
