@@ -51,3 +51,24 @@ def emit(name: str, device: torch.device, **figures) -> dict:
         with open(os.environ["BENCH_OUT"], "a") as f:
             f.write(line + "\n")
     return record
+
+
+def grid_arguments(description: str, argv=None):
+    """The arguments the grid benchmarks share; returns ``(args, device, sender, receiver)``.
+
+    Default pair: R1111 -> R2222 at width 64 (``paper/``) on CUDA, the zoo's width-16 pair on a CPU.
+    """
+    import argparse
+
+    from core.device import resolve_device
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sender")
+    parser.add_argument("--receiver")
+    parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--eval-limit", type=int)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    prefix = "paper" if device.type == "cuda" else "zoo"
+    return args, device, args.sender or f"{prefix}/resnet_1111-s0", args.receiver or f"{prefix}/resnet_2222-s0"

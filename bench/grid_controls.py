@@ -7,29 +7,17 @@ width-16 pair on a CPU.
 
 from __future__ import annotations
 
-import argparse
-
-from core.device import resolve_device
 from core.grid import cached_model, run_grid, run_grids
 
-from ._util import emit, timer
+from ._util import emit, grid_arguments, timer
 
 CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sender")
-    parser.add_argument("--receiver")
-    parser.add_argument("--train-limit", type=int)
-    parser.add_argument("--eval-limit", type=int)
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    args, device, sender, receiver = grid_arguments(__doc__.splitlines()[0], argv)
     gpu = device.type == "cuda"
-    pair = ({"sender": "paper/resnet_1111-s0", "receiver": "paper/resnet_2222-s0"} if gpu
-            else {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0"})
-    pair = {"sender": args.sender or pair["sender"], "receiver": args.receiver or pair["receiver"]}
+    pair = {"sender": sender, "receiver": receiver}
     base = {**pair, "mode": "train", "epochs": 1.0, "train_limit": args.train_limit or (15000 if gpu else 1000),
             "eval_limit": args.eval_limit or (10000 if gpu else 500)}
     for control in CONTROLS:  # load every network before timing

@@ -8,30 +8,19 @@ normal equations, scored on every test image. On a CPU: the zoo's default pair
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 from core.data import load_dataset
-from core.device import resolve_device
 from core.grid import cached_model, run_grid
 
-from ._util import emit, sync
+from ._util import emit, grid_arguments, sync
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sender")
-    parser.add_argument("--receiver")
-    parser.add_argument("--train-limit", type=int)
-    parser.add_argument("--eval-limit", type=int)
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    args, device, sender, receiver = grid_arguments(__doc__.splitlines()[0], argv)
     gpu = device.type == "cuda"
-    sender = args.sender or ("paper/resnet_1111-s0" if gpu else "zoo/resnet_1111-s0")
-    receiver = args.receiver or ("paper/resnet_2222-s0" if gpu else "zoo/resnet_2222-s0")
     train_limit = args.train_limit if args.train_limit else (None if gpu else 2000)
     eval_limit = args.eval_limit if args.eval_limit else (None if gpu else 1000)
     config = {"sender": sender, "receiver": receiver, "mode": "lstsq", "train_limit": train_limit,

@@ -17,6 +17,7 @@ class _Payload:
         return (os.system, (f"touch {self.target}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes the attacker's protocol
 def test_code_in_a_pickle_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
