@@ -128,6 +128,17 @@ def test_controls_side_by_side(server, page):
     assert page.locator(".js-plotly-plot").count() >= 2
 
 
+def test_cka_beside_the_grid(server, page):
+    url, _ = server
+    page.goto(url + "/cka?sender=zoo/resnet_1111-s0&receiver=zoo/resnet_1111-s1&cka_images=1000")
+    _ready(page, "CKA: do the layers represent the images alike?")
+    page.get_by_role("button", name="Compute CKA").click()
+    page.get_by_text("Spearman rank correlation").first.wait_for(timeout=300_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "cka.png"), full_page=True)
+    assert page.locator(".js-plotly-plot").count() >= 3  # CKA, the stitching grid beside it, the scatter
+
+
 def test_other_pages_render_in_the_browser(server, page):
     url, _ = server
     for path, text, shot in [("/lesson", "Do two networks see the world the same way?", "lesson.png"),

@@ -172,14 +172,18 @@ def ray_local():
 
 
 def _recording(original, marker_dir, behaviour=None):
-    """A task that records (control, pid) per attempt and may misbehave; defined in a function so
-    cloudpickle ships it by value to the Ray workers."""
+    """A task that records the pid of each attempt in `<control>.<grid>.<attempt>` and may misbehave;
+    defined in a function so cloudpickle ships it by value to the Ray workers. The grid (sender and
+    receiver) is part of the name: two grids of one control run at the same time in two workers,
+    and a name by control alone let them count the same attempt number and overwrite each other."""
 
     def task(config, device):
         import os
+        import re
 
-        attempt = len(list(marker_dir.glob(f"{config['control']}.*"))) + 1
-        (marker_dir / f"{config['control']}.{attempt}").write_text(str(os.getpid()))
+        grid = re.sub(r"\W", "_", f"{config['sender']}-{config['receiver']}")
+        attempt = len(list(marker_dir.glob(f"{config['control']}.{grid}.*"))) + 1
+        (marker_dir / f"{config['control']}.{grid}.{attempt}").write_text(str(os.getpid()))
         if behaviour is not None:
             behaviour(config["control"], attempt)
         return original(config, device)
