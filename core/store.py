@@ -126,28 +126,44 @@ class Store:
     def _check_and_init(self):
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
-            with self.connect() as conn:
+            # One IMMEDIATE transaction for the check, the tables and the meta rows: processes
+            # opening a new store at once (the app and its worker) see it either empty or whole.
+            with self.transaction() as conn:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if existed and tables and "meta" not in tables:
                     raise StoreError(f"{self.path} is another program's SQLite database (tables: "
                                      f"{', '.join(sorted(tables)[:5])}); StitchLab will not touch it. "
                                      f"Choose another file with STITCHLAB_DB or --db")
                 if "meta" in tables:
-                    row = conn.execute("SELECT value FROM meta WHERE key='app'").fetchone()
-                    if row is None or row[0] != APP_ID:
+                    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                    if meta.get("app") != APP_ID or "schema" not in meta:
                         raise StoreError(f"{self.path} is not a StitchLab database; choose another file "
                                          f"with STITCHLAB_DB or --db")
-                    version = int(conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0])
-                    if version > SCHEMA_VERSION:
-                        raise StoreError(f"{self.path} was written by a newer StitchLab (schema {version}); "
+                    if int(meta["schema"]) > SCHEMA_VERSION:
+                        raise StoreError(f"{self.path} was written by a newer StitchLab (schema {meta['schema']}); "
                                          f"upgrade StitchLab or use another file")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._use_wal()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); it was left as it is. "
                              f"Move it away, or choose another file with STITCHLAB_DB or --db") from None
+
+    def _use_wal(self, seconds: float = 30.0) -> None:
+        """Switch the file to write-ahead logging (once; it persists). The switch needs the file to
+        itself and SQLite answers 'locked' at once, without its busy wait, while another process
+        reads it, so it is retried here."""
+        deadline = time.monotonic() + seconds
+        with self.connect() as conn:
+            while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     # --- runs ----------------------------------------------------------------------------------
     def create_run(self, kind: str, config: dict, name: str | None = None) -> str:

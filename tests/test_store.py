@@ -45,3 +45,27 @@ def test_foreign_and_corrupt_files_are_reported_not_overwritten(tmp_path):
     with pytest.raises(StoreError, match="not a usable SQLite database"):
         Store(corrupt)
     assert corrupt.read_bytes() == b"this is not a database at all" * 100
+
+
+def _open_store(path, results):
+    try:
+        Store(path)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - the test reports whatever went wrong
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    # The app and its worker open the store together on first launch; the check, the tables and
+    # the meta rows are one transaction, so nobody sees a half-made store.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(10):
+        path, results = tmp_path / f"new-{trial}.sqlite3", context.Queue()
+        openers = [context.Process(target=_open_store, args=(path, results)) for _ in range(8)]
+        for p in openers:
+            p.start()
+        for p in openers:
+            p.join(timeout=60)
+        assert [results.get(timeout=5) for _ in openers] == ["ok"] * 8
