@@ -13,7 +13,7 @@ import time
 import torch
 
 from core.data import load_dataset
-from core.grid import cached_model, run_grid
+from core.grid import _cached_model, run_grid
 
 from ._util import emit, grid_arguments, sync
 
@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")  # file reading is not the grid
     runs = []
     for _ in range(2):  # the first includes loading the models and CUDA/cuDNN warm-up
-        cached_model.cache_clear()
+        _cached_model.cache_clear()
         sync(device)
         start = time.perf_counter()
         result = run_grid(config, device=device)

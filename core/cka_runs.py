@@ -27,11 +27,10 @@ def _identity(config: dict) -> dict:
 
 
 def find_cka(store, config: dict) -> dict | None:
-    """The newest finished CKA run with this configuration, or None (no torch needed)."""
-    for run in store.list_runs(kind="cka"):
-        if run["status"] == "done" and all(run["config"].get(k) == config.get(k) for k in _FIELDS):
-            return run
-    return None
+    """The newest finished CKA run with this configuration and these model weights, or None (no
+    torch needed)."""
+    run = store.find_run("cka", _identity(config))
+    return run if run is not None and run["status"] == "done" else None
 
 
 def load_cka(store, run_id: str) -> dict:

@@ -25,16 +25,21 @@ from .device import autocast_for, resolve_device
 from .fused import Cancelled, Cell, FusedStitches
 from .layers import Layer, layer_graph, list_layers, resolve_layer
 from .models import Network, load_model, parse_name
-from .results import CONTROLS, MODES, PRESETS, GridConfig, GridResult, load_grid, summarize
+from .results import CONTROLS, MODES, PRESETS, GridConfig, GridResult, _fingerprint, load_grid, summarize
 from .stitches import NotStitchable, Stitch, make_stitch
 
 __all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS", "PRESETS",
            "Cancelled", "evaluate_network", "cached_model"]
 
 
-@functools.lru_cache(maxsize=16)
 def cached_model(name: str, device: str) -> Network:
-    """Networks are frozen, so one loaded copy per (name, device) serves every grid."""
+    """Networks are frozen, so one loaded copy per (name, weights, device) serves every grid. The
+    weights' fingerprint is part of the key: an upload saved again under its name is reloaded."""
+    return _cached_model(name, device, _fingerprint(name))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_model(name: str, device: str, fingerprint: str) -> Network:
     return load_model(name, device)
 
 

@@ -15,6 +15,7 @@ control. A pair no stitch can connect is ``not_stitchable`` and its metrics are 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -100,8 +101,16 @@ def _fingerprint(name: str) -> str:
     if base.startswith("paper/"):
         return zoo.zoo_entry(base[6:], paths.home() / "zoo-paper")["sha256"]
     if base.startswith("file:"):
-        return zoo.sha256_of(Path(base[5:]).expanduser())
+        path = Path(base[5:]).expanduser()
+        stat = path.stat()
+        return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
     return base
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A checkpoint's sha256, hashed again only when the file changes (pages ask on every rerun)."""
+    return zoo.sha256_of(Path(path))
 
 
 @dataclass

@@ -27,11 +27,13 @@ def manifest_path(zoo_dir: Path | None = None) -> Path:
 
 def read_manifest(zoo_dir: Path | None = None) -> dict:
     """The manifest as a dict ``{"models": [...], ...}``; an empty zoo if there is none yet."""
-    return _read_manifest_cached(str(manifest_path(zoo_dir)))
+    path = manifest_path(zoo_dir)
+    # keyed on the file's modification time: `zoo train` in another process rewrites it
+    return _read_manifest_cached(str(path), path.stat().st_mtime_ns if path.exists() else None)
 
 
 @functools.lru_cache(maxsize=4)
-def _read_manifest_cached(path: str) -> dict:
+def _read_manifest_cached(path: str, mtime_ns: int | None) -> dict:
     p = Path(path)
     if not p.exists():
         return {"models": []}

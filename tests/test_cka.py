@@ -285,3 +285,18 @@ def test_cli_writes_cka_json_and_reports_bad_layers_in_one_line(tmp_path, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("error: unknown layer 'layer9' of zoo/resnet_1111-s0")
+
+
+def test_a_stored_cka_matrix_is_found_only_for_the_same_weights(tmp_path):
+    from core.cka_runs import _identity, cka_config, find_cka
+    from core.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    config = cka_config("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", limit=100)
+    stale = store.create_run("cka", {**_identity(config), "weights_a": "weights that changed since"})
+    store.update_run(stale, status="done")
+    assert find_cka(store, config) is None
+    current = store.create_run("cka", _identity(config))
+    assert find_cka(store, config) is None  # not finished yet
+    store.update_run(current, status="done")
+    assert find_cka(store, config)["id"] == current

@@ -87,6 +87,20 @@ def test_file_checkpoints(tmp_path):
         load_model(f"file:{plain}", config={**trained.config, "blocks": [2, 1, 1, 1]})
 
 
+def test_a_checkpoint_saved_again_under_its_name_is_reloaded(tmp_path):
+    from core.grid import cached_model
+
+    first, second = load_model("zoo/resnet_1111-s0"), load_model("zoo/resnet_1111-s1")
+    meta = {"config": first.config, "dataset": "fashion-mnist", "input_shape": [1, 32, 32],
+            "mean": list(first.mean), "std": list(first.std)}
+    path = tmp_path / "mine.safetensors"
+    x = torch.rand(3, 1, 32, 32)
+    save_checkpoint(first.module, path, meta, dtype=torch.float32)
+    assert torch.equal(cached_model(f"file:{path}", "cpu")(x), first(x))
+    save_checkpoint(second.module, path, meta, dtype=torch.float32)  # the same name, other weights
+    assert torch.equal(cached_model(f"file:{path}", "cpu")(x), second(x))
+
+
 def test_list_models_covers_the_zoo():
     rows = list_models()
     assert {r["name"] for r in rows} >= {"zoo/resnet_1111-s0", "zoo/resnet_2222-s1", "zoo/vgg_small-s0"}
