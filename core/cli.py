@@ -98,7 +98,7 @@ def cmd_grid(args) -> None:
                         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         train_limit=args.train_limit, eval_limit=args.eval_limit, seed=args.seed,
                         bn_before=args.bn_before, bn_after=args.bn_after,
-                        **({"max_stitch_params": args.max_stitch_params} if args.max_stitch_params else {}))
+                        **({"max_stitch_params": args.max_stitch_params} if args.max_stitch_params is not None else {}))
     store = Store(args.db) if args.db else None
     result = run_grid(config, store=store, device=args.device, progress=_progress_printer(args.quiet),
                       reuse=not args.no_reuse)
@@ -366,7 +366,7 @@ def _user_errors():
     from .store import StoreError
     from .zoo import ZooError
 
-    return (UserError, ValueError, TypeError, FileNotFoundError, KeyError, CheckpointError, StoreError, ZooError)
+    return (UserError, ValueError, TypeError, OSError, KeyError, CheckpointError, StoreError, ZooError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,10 +232,18 @@ def run_worker(db: str | os.PathLike | None = None, poll: float = 0.5, idle_exit
     """
     store = Store(db)
     lock = open(_lock_path(store.path), "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0
+    # worker_pid() takes the lock for an instant to see whether a worker holds it; keep trying a
+    # little while, so that a check at the wrong moment does not send the only worker away.
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                return 0
+            time.sleep(0.05)
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))

@@ -142,3 +142,18 @@ def test_ensure_worker_starts_one_worker_per_store(tmp_path):
         assert jobs.ensure_worker(db) == first == jobs.worker_pid(db)
     finally:
         os.kill(first, signal.SIGTERM)
+
+
+def test_a_status_check_at_the_wrong_moment_does_not_send_the_worker_away(tmp_path):
+    import fcntl
+
+    store = Store(tmp_path / "w.sqlite3")
+    job = jobs.submit(store, "echo", {"steps": 1})
+    probe = open(jobs._lock_path(store.path), "a+")
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what worker_pid() does for an instant
+    threading.Timer(0.3, lambda: fcntl.flock(probe, fcntl.LOCK_UN)).start()
+    try:
+        assert jobs.run_worker(store.path, poll=0.02, idle_exit=0.1) == 1
+    finally:
+        probe.close()
+    assert jobs.get(store, job)["status"] == "done"
