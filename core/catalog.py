@@ -34,9 +34,15 @@ def model_label(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=64)
 def layers_of(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """``((layer name, shape), ...)`` of a model's default layers."""
+    from .results import _fingerprint
+
+    return _layers_of(name, _fingerprint(name))  # the weights' fingerprint: an upload saved again is re-read
+
+
+@functools.lru_cache(maxsize=64)
+def _layers_of(name: str, fingerprint: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     if name.startswith("zoo/") and "@" not in name:
         entry = zoo.zoo_entry(name[4:])
         if "layers" in entry:

@@ -109,6 +109,19 @@ def test_url_reproduces_a_view(stored, monkeypatch):
     assert at.selectbox(key="cell_i").value == "layer3.0" and at.selectbox(key="cell_j").value == "layer2.0"
 
 
+@pytest.mark.parametrize("name", ["zoo/nope", "file:/etc/passwd", "torchvision/nope", "paper/nope", "nope"])
+def test_a_url_naming_an_unknown_model_gets_one_warning(stored, monkeypatch, name):
+    db, _ = stored
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"receiver": name})
+    at.run()
+    _no_trouble(at)
+    assert [w.value for w in at.sidebar.warning if name in w.value] and len(at.sidebar.warning) == 1
+    receiver = at.selectbox(key="receiver")
+    assert receiver.value != name and name not in receiver.options  # never a path on the server
+
+
 def test_recipes_and_budgets_are_valid_grid_settings():
     selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", "fashion-mnist", "cpu")
     for recipe in RECIPES:

@@ -49,11 +49,23 @@ def session_id() -> str:
 
 
 def _model_options() -> list[str]:
+    """The zoo and the uploads, plus a `paper/` or `torchvision/` model a shared URL names, if it
+    loads here. Anything else in the URL is refused with one message; never a path on the server."""
     names = catalog.model_names()
-    for key in ("sender", "receiver"):  # a model named in a shared URL that this machine lacks
+    for key in ("sender", "receiver"):
         value = st.query_params.get(key)
-        if value and value not in names and value.startswith(("zoo/", "file:", "torchvision/", "paper/")):
-            names.append(value)
+        if not value or value in names:
+            continue
+        problem = "is not a model on this machine"
+        if value.startswith(("paper/", "torchvision/")):
+            try:
+                catalog.layers_of(value)
+                names.append(value)
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever stops it loading, the user sees why
+                problem = f"cannot be loaded here ({' '.join(str(exc).split())})"
+        st.sidebar.warning(f"The link's {key} {value!r} {problem}. Showing another model instead: pick one "
+                           f"below, or add a checkpoint on the Models page.")
     return names
 
 
