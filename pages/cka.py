@@ -21,7 +21,7 @@ images = right.select_slider("Test images", [500, 1000, 2000, 5000, 10000], valu
 config = cka_config(sel.sender, sel.receiver, kernel=kernel, limit=images, dataset=sel.dataset)
 found = find_cka(store(), config)
 if found is None and st.button("Compute CKA", type="primary"):
-    jobs.submit("cka", {**config, "device": sel.device})
+    jobs.submit_once("cka", {**config, "device": sel.device})
 jobs.progress_panel()
 jobs.show_errors()
 if found is None:

@@ -1,5 +1,6 @@
 """Runs: everything stored, to filter, reopen, rename, delete and export."""
 
+import hashlib
 import json
 
 import pandas as pd
@@ -18,17 +19,21 @@ if not runs:
 left, mid, right = st.columns(3)
 kinds = left.multiselect("Kind", sorted({r["kind"] for r in runs}), key="runs_kind", bind="query-params")
 statuses = mid.multiselect("Status", sorted({r["status"] for r in runs}), key="runs_status", bind="query-params")
-text = right.text_input("Search (model, layer, name)", key="runs_text", bind="query-params")
+text = right.text_input("Search (run id, model, layer, name)", key="runs_text", bind="query-params")
 shown = [r for r in runs if (not kinds or r["kind"] in kinds) and (not statuses or r["status"] in statuses)
-         and text.lower() in json.dumps([r["name"], r["config"]]).lower()]
+         and text.lower() in json.dumps([r["id"], r["name"], r["config"]]).lower()]
 table = pd.DataFrame([{"run": r["id"], "name": r["name"] or "", "kind": r["kind"], "status": r["status"],
                        "sender / model A": r["config"].get("sender", r["config"].get("model_a", "")),
                        "receiver / model B": r["config"].get("receiver", r["config"].get("model_b", "")),
                        "mode": r["config"].get("mode", ""), "control": r["config"].get("control", ""),
                        "created": pd.to_datetime(r["created"], unit="s").strftime("%Y-%m-%d %H:%M")}
                       for r in shown])
-picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table")
-rows = picked.selection.rows if picked else []
+# The table's key follows the rows shown: a selected row index never outlives a filter or a
+# delete, where it would point at another run (or past the end).
+listing = hashlib.sha1(",".join(r["id"] for r in shown).encode()).hexdigest()[:10]
+picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                      key=f"runs_table_{listing}")
+rows = [k for k in (picked.selection.rows if picked else []) if k < len(shown)]
 if not rows:
     st.caption(f"{len(shown)} of {len(runs)} runs. Select a row to open it.")
     st.stop()

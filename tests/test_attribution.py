@@ -254,3 +254,27 @@ def test_cli_bad_input_is_one_line(args, expected, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert not (tmp_path / "x.png").exists()
+
+
+def test_an_uploaded_picture_is_read_or_refused_with_one_message():
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from ui.attributions import uploaded_image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(png, "PNG")
+    picture = uploaded_image(png.getvalue(), "fashion-mnist")
+    assert picture.shape == (1, 1, 32, 32) and 0 <= float(picture.min()) <= float(picture.max()) <= 1
+    with pytest.raises(ValueError, match="not an image StitchLab can read"):
+        uploaded_image(b"not a picture", "fashion-mnist")
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)  # a 60,000 x 60,000 PNG, by its header
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    with pytest.raises(ValueError, match="far too large"):
+        uploaded_image(bomb, "fashion-mnist")

@@ -78,6 +78,18 @@ def test_run_button_queues_a_job_and_the_page_follows_it(app, stored):
     jobs.cancel(Store(db), queued[0]["id"])
 
 
+def test_compute_cka_twice_queues_one_job(app, stored):
+    db, _ = stored
+    app.switch_page("pages/cka.py")
+    app.run()
+    for _ in range(2):
+        next(b for b in app.button if b.label == "Compute CKA").click().run()
+        _no_trouble(app)
+    queued = [j for j in jobs.list_jobs(Store(db), active_only=True) if j["kind"] == "cka"]
+    assert len(queued) == 1
+    jobs.cancel(Store(db), queued[0]["id"])
+
+
 def test_broken_upload_gives_one_clear_error(app, tmp_path):
     app.switch_page("pages/models.py")
     app.run()
@@ -95,6 +107,29 @@ def test_runs_page_lists_the_stored_grid(app, stored):
     _no_trouble(app)
     frame = app.dataframe[0].value
     assert result.run_id in set(frame["run"])
+
+
+def test_runs_page_selection_does_not_outlive_a_filter(app, stored):
+    import hashlib
+
+    db, result = stored
+    extra = Store(db).create_run("cka", {"model_a": "zoo/resnet_1111-s0", "model_b": "zoo/resnet_1111-s1"})
+    try:
+        app.switch_page("pages/runs.py")
+        app.run()
+        ids = list(app.dataframe[0].value["run"])
+        listing = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
+        last = ids.index(extra)
+        app.session_state[f"runs_table_{listing}"] = {"selection": {"rows": [last], "columns": [], "cells": []}}
+        app.run()
+        _no_trouble(app)
+        assert any(ids[last] in h.value for h in app.subheader)  # the selected run opened
+        app.text_input(key="runs_text").set_value(result.run_id).run()  # one row left
+        _no_trouble(app)
+        assert list(app.dataframe[0].value["run"]) == [result.run_id]
+        assert not any(extra in h.value for h in app.subheader)
+    finally:
+        Store(db).delete_run(extra)
 
 
 def test_url_reproduces_a_view(stored, monkeypatch):

@@ -51,6 +51,9 @@ def uploaded_image(data: bytes, dataset: str):
     try:
         picture = Image.open(io.BytesIO(data))
         picture.load()
+    except Image.DecompressionBombError:
+        raise ValueError("that image is far too large to be a photo (over Pillow's decompression-bomb limit); "
+                         "upload a PNG or JPEG of at most a few thousand pixels a side") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"that file is not an image StitchLab can read ({exc}); upload a PNG or JPEG") from None
     picture = picture.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]))

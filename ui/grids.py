@@ -69,7 +69,7 @@ def start(configs: list[dict], device: str) -> bool:
     stored complete nor already queued; True if a job was queued."""
     from core import jobs as core_jobs
 
-    from .jobs import submit
+    from .jobs import submit, watch
 
     todo = [c for c in configs if (run := find_grid(c)) is None or run["status"] != "done"]
     for job in core_jobs.list_jobs(store(), active_only=True):
@@ -77,7 +77,7 @@ def start(configs: list[dict], device: str) -> bool:
         for config in list(todo):
             if any(all(q.get(k) == config.get(k) for k in _MATCH_KEYS) for q in queued):
                 todo.remove(config)
-                st.session_state.setdefault("watched_jobs", []).append(job["id"])  # someone else's: watch it
+                watch(job["id"])  # perhaps someone else's: follow it
     if not todo:
         return False
     return submit("grid", {"configs": todo, "device": device}) is not None

@@ -22,8 +22,28 @@ def submit(kind: str, params: dict) -> int | None:
         st.error(str(exc))
         return None
     jobs.ensure_worker(store().path)
-    st.session_state.setdefault("watched_jobs", []).append(job_id)
+    watch(job_id)
     return job_id
+
+
+def watch(job_id: int) -> None:
+    """Follow a job (this session's or another's) in the progress panel."""
+    watched = st.session_state.setdefault("watched_jobs", [])
+    if job_id not in watched:
+        watched.append(job_id)
+
+
+def submit_once(kind: str, params: dict) -> int | None:
+    """:func:`submit`, unless a job of this kind with these parameters (on any device) is queued or
+    running already, from any session: then watch that one. A second click never queues twice."""
+    def same(p: dict) -> bool:
+        return {k: v for k, v in p.items() if k != "device"} == {k: v for k, v in params.items() if k != "device"}
+
+    for job in jobs.list_jobs(store(), active_only=True):
+        if job["kind"] == kind and same(job["params"]):
+            watch(job["id"])
+            return job["id"]
+    return submit(kind, params)
 
 
 def _eta(seconds: float | None) -> str:
