@@ -249,8 +249,11 @@ class FusedStitches:
                                  "BatchNorm in the stitch; turn bn_before/bn_after off or use mode 'train'")
             d_in = cell.stitch.linear.weight[0].numel()
             d_out = cell.stitch.linear.weight.shape[0]
+            # Stitches share XᵀX when their design rows are the same: same sender activation,
+            # resampled to the same target (spatial size for maps, token count for tokens).
+            target = cell.stitch.receiver_shape[:1] if cell.stitch.kind == "tokens" else cell.stitch.receiver_shape[1:]
             gram_key = (id(cell.sender), cell.sender_layer.node, cell.stitch.kind,
-                        cell.stitch.linear.weight.shape[1:], cell.stitch.receiver_shape[1:])
+                        cell.stitch.linear.weight.shape[1:], tuple(target))
             try:
                 systems[k] = NormalEquations(d_in, d_out, self.device, grams.get(gram_key))
             except LstsqTooLarge as exc:

@@ -22,7 +22,8 @@ class NormalEquations:
     """Running ``XᵀX``, ``Xᵀ1``, ``XᵀY``, ``Yᵀ1`` and ``n`` for ``Y ≈ X W + b``.
 
     ``gram`` may be shared between several instances with the same ``X`` (the same sender
-    layer and resampling): pass ``shared_gram=True`` to all but the one that adds rows to it.
+    layer and resampling): pass the first one's ``gram`` to the others, and let only one of
+    them call :meth:`add_gram`.
     """
 
     def __init__(self, d_in: int, d_out: int, device, gram: dict | None = None):

@@ -29,3 +29,45 @@ def test_shared_gram_and_size_limit():
         NormalEquations(10_000, 2, "cpu")
     with pytest.raises(ValueError, match="no data"):
         NormalEquations(3, 2, "cpu").solve()
+
+
+def test_token_stitches_into_different_token_counts_do_not_share_a_gram():
+    # Two receivers with the same width but 6 and 3 tokens: the sender's tokens are resampled to
+    # each count, so the two least-squares systems have different design rows.
+    from torch import nn
+
+    from core.data import FASHION_MNIST, ImageSet
+    from core.fused import Cell, FusedStitches
+    from core.layers import resolve_layer
+    from core.models import Network
+    from core.stitches import make_stitch
+
+    class Tokens(nn.Module):  # (B, 1, 8, 8) -> (B, T, 4) tokens -> 10 classes
+        def __init__(self, count):
+            super().__init__()
+            self.count, self.embed, self.mix = count, nn.Linear(64, count * 4), nn.Linear(4, 4)
+            self.head = nn.Linear(count * 4, 10)
+
+        def forward(self, x):
+            return self.head(self.mix(self.embed(x.flatten(1)).view(x.shape[0], self.count, 4)).flatten(1))
+
+    def network(name, count, seed):
+        torch.manual_seed(seed)
+        module = Tokens(count).eval().requires_grad_(False)
+        return Network(name, module, (1, 8, 8), 10, (0.0,), (1.0,), {})
+
+    sender, six, three = network("s", 6, 0), network("r6", 6, 1), network("r3", 3, 2)
+    torch.manual_seed(0)
+    data = ImageSet((torch.rand(512, 1, 8, 8) * 255).to(torch.uint8), torch.randint(0, 10, (512,)),
+                    FASHION_MNIST, "train")
+    layer = resolve_layer(sender, "mix")
+
+    def fitted(receivers):
+        cells = [Cell(sender, r, layer, resolve_layer(r, "mix"), make_stitch(layer.shape, resolve_layer(r, "mix").shape,
+                                                                             seed=0)) for r in receivers]
+        FusedStitches(cells, torch.device("cpu"), fold_bn=False).fit_lstsq(data, 128, 0, 10**6)
+        return [c.stitch.linear.weight for c in cells]
+
+    alone = fitted([three])[0]
+    assert torch.allclose(fitted([six, three])[1], alone, atol=1e-5)
+    assert torch.allclose(fitted([three, six])[0], alone, atol=1e-5)
