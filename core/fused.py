@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -261,7 +262,6 @@ class FusedStitches:
                 continue
             grams.setdefault(gram_key, systems[k].gram)
         owners = {id(s.gram): k for k, s in reversed(list(systems.items()))}  # one cell adds each Gram's rows
-        generator = torch.Generator().manual_seed(seed)
         n_batches = -(-len(data) // batch_size)
         start = time.perf_counter()
         with torch.no_grad():
@@ -277,7 +277,8 @@ class FusedStitches:
                         y = cell.stitch.target_rows(wanted[id(cell.receiver)][index[cell.receiver_layer.node]]).float()
                         if x.shape[0] > rows_per_batch:  # a fixed random subset of positions keeps it fast
                             key = x.shape[0]
-                            if key not in rows:
+                            if key not in rows:  # drawn from (seed, batch, rows) alone: the same in any chunk
+                                generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{b}:{key}".encode()))
                                 rows[key] = torch.randperm(key, generator=generator)[:rows_per_batch].to(self.device)
                             x, y = x[rows[key]], y[rows[key]]
                         if owners[id(system.gram)] == k:

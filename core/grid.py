@@ -11,6 +11,7 @@ What a grid is (config, result, metrics) lives in :mod:`core.results`.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 import zlib
@@ -90,10 +91,10 @@ def _plan_chunks(cells: list[Cell], device: torch.device, batch_size: int, backw
     for cell in cells:
         graph = layer_graph(cell.receiver.module, cell.receiver.input_shape)
         cut = cell.receiver_layer.depth
-        after = sum(int(torch.tensor(n.meta["tensor_meta"].shape[1:]).prod())
-                    for n in graph.nodes[cut:] if hasattr(n.meta.get("tensor_meta"), "shape"))
+        sizes = [math.prod(n.meta["tensor_meta"].shape[1:])
+                 for n in graph.nodes[cut:] if hasattr(n.meta.get("tensor_meta"), "shape")] or [0]
         # activations kept for backward and their gradients; without backward, about two live at a time
-        cost = (3 * after if backward else 2 * max(cell.receiver_layer.shape)) * batch_size * bytes_per
+        cost = (3 * sum(sizes) if backward else 2 * max(sizes)) * batch_size * bytes_per
         if current and used + cost > budget:
             chunks.append(current)
             current, used = [], 0.0
@@ -261,7 +262,9 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
             job.result.reference_accuracy = score(job.real_receiver)
             if store is not None:
                 store.update_run(job.run_id, summary=summarize(job.result))
-        cells = [cell for job in active for cell in job.cells(store)]
+        # In receiver-layer order (stable: senders keep theirs), so that a chunk holds the cells
+        # that share a receiver suffix and the fused pass runs each suffix once for all of them.
+        cells = [cell for job in active for cell in sorted(job.cells(store), key=lambda c: c.receiver_layer.depth)]
         training = config.mode != "lstsq"
         chunks = _plan_chunks(cells, device, config.batch_size if training else batch, training, memory_fraction)
         todo = [chunk for chunk in chunks if any(c.key not in c.owner.done for c in chunk)]

@@ -153,3 +153,15 @@ def test_controls_share_one_pass_and_equal_separate_runs(store):
         for row_shared, row_alone in zip(shared.matrix(), alone.matrix()):
             assert all(abs(a - b) <= 0.01 for a, b in zip(row_shared, row_alone)), config["control"]
     assert together[3].sender_accuracy < 0.3 and together[3].reference_accuracy > 0.9
+
+
+def test_least_squares_cells_do_not_depend_on_how_the_grid_is_chunked(monkeypatch):
+    # Positions are subsampled (more rows than lstsq_rows); the subset must depend on the batch
+    # alone, not on which other cells share the chunk, or an out-of-memory retry with smaller
+    # chunks would give other numbers.
+    config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq",
+              "sender_layers": ["stem", "layer2.0"], "receiver_layers": ["stem", "layer1.0", "layer3.0"],
+              "train_limit": 128, "eval_limit": 100, "lstsq_rows": 512}
+    whole = run_grid(config, device="cpu").matrix("accuracy")
+    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one cell per chunk
+    assert run_grid(config, device="cpu").matrix("accuracy") == whole
