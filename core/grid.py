@@ -358,9 +358,10 @@ def _commit_cell(store, run_id, result: GridResult, cell: Cell) -> None:
         _commit(store, run_id, result, cell.key, "failed", None, details)
         return
     confusion = cell.confusion
-    per_class_total = confusion.sum(1).clamp_min(1)
     details["confusion"] = confusion.tolist()
-    details["per_class"] = (confusion.diagonal() / per_class_total).tolist()
+    # a class with no test image (a small eval_limit) has no accuracy: null, not 0
+    details["per_class"] = [None if total == 0 else hit / total
+                            for hit, total in zip(confusion.diagonal().tolist(), confusion.sum(1).tolist())]
     accuracy = confusion.diagonal().sum().item() / max(1, confusion.sum().item())
     _commit(store, run_id, result, cell.key, "done", accuracy, details, _stitch_bytes(s))
 

@@ -79,6 +79,9 @@ class GridConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive number of images, got {value}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        for pair in self.pairs or []:
+            if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(name, str) for name in pair):
+                raise ValueError(f"each pair is [sender layer, receiver layer], got {pair!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> GridConfig:

@@ -135,6 +135,8 @@ def test_bad_configurations_say_what_to_do():
         GridConfig.from_dict({**PAIR, "epoch": 3})
     with pytest.raises(ValueError, match="unknown layer 'layer9'"):
         run_grid({**PAIR, "sender_layers": ["layer9"]}, device="cpu")
+    with pytest.raises(ValueError, match="each pair is \\[sender layer, receiver layer\\]"):
+        run_grid({**PAIR, "pairs": [["stem", "stem", "stem"]]}, device="cpu")
     with pytest.raises(ValueError, match="predicts 1000 classes"):
         run_grid({"sender": PAIR["sender"], "receiver": "torchvision/resnet18@random", "mode": "lstsq"}, device="cpu")
     with pytest.raises(ValueError, match="no CUDA GPU"):
@@ -165,3 +167,13 @@ def test_least_squares_cells_do_not_depend_on_how_the_grid_is_chunked(monkeypatc
     whole = run_grid(config, device="cpu").matrix("accuracy")
     monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one cell per chunk
     assert run_grid(config, device="cpu").matrix("accuracy") == whole
+
+
+def test_a_class_without_test_images_has_no_accuracy_rather_than_zero():
+    config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq",
+              "pairs": [["layer4.0", "layer4.0"]], "train_limit": 128, "eval_limit": 5}
+    result = run_grid(config, device="cpu")
+    details = result.cells[("layer4.0", "layer4.0")]["details"]
+    present = {k for k, row in enumerate(details["confusion"]) if sum(row) > 0}
+    assert 0 < len(present) < 10
+    assert all((value is None) == (k not in present) for k, value in enumerate(details["per_class"]))
