@@ -157,6 +157,27 @@ def test_a_url_naming_an_unknown_model_gets_one_warning(stored, monkeypatch, nam
     assert receiver.value != name and name not in receiver.options  # never a path on the server
 
 
+def test_sweeps_page_shows_a_finished_sweep(tmp_path, monkeypatch):
+    from core.sweep import run_sweep
+
+    db = tmp_path / "sweep.sqlite3"
+    layers = ["stem", "layer4.0"]
+    config = {"models": ["zoo/resnet_1111-s*"], "pairs": "distinct", "controls": ["none", "random-both"],
+              "mode": "lstsq", "train_limit": 200, "eval_limit": 150,
+              "grid": {"sender_layers": layers, "receiver_layers": layers}}
+    sweep = run_sweep(config, Store(db), device="cpu", name="tiny")
+    assert sweep["status"] == "done"
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/sweeps.py")
+    at.run()
+    _no_trouble(at)
+    effect = at.dataframe[1].value  # after the grids table: one row per control
+    assert sorted(effect["control"]) == ["none", "random-both"]
+    assert len(at.get("plotly_chart")) == 2  # a depth heatmap per control
+
+
 def test_recipes_and_budgets_are_valid_grid_settings():
     selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", "fashion-mnist", "cpu")
     for recipe in RECIPES:

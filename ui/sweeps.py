@@ -31,9 +31,21 @@ def grids_table(sweep_id: str) -> list[dict]:
     return sweep_status(store(), sweep_id)["grids"]
 
 
+def summary(sweep_id: str) -> list[dict]:
+    """Every scored cell of the sweep (``core.sweep.sweep_summary``), read again only when one of
+    its grids changes state: a sweep of the paper's size has tens of thousands of cells."""
+    version = tuple((g["run_id"], g["status"]) for g in sweep_status(store(), sweep_id)["grids"])
+    return _summary(str(store().path), sweep_id, version)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _summary(db: str, sweep_id: str, version: tuple) -> list[dict]:
+    return sweep_summary(store(), sweep_id)
+
+
 def effect_rows(sweep_id: str) -> list[dict]:
     """Mean stitched accuracy per control and region (the seed paper's finding), as table rows."""
-    effect = paper_effect(sweep_summary(store(), sweep_id))
+    effect = paper_effect(summary(sweep_id))
     return [{"control": control, **{REGIONS[r]: (None if v["mean_accuracy"] is None else round(v["mean_accuracy"], 3))
                                     for r, v in regions.items()}}
             for control, regions in sorted(effect.items())]
@@ -41,7 +53,7 @@ def effect_rows(sweep_id: str) -> list[dict]:
 
 def depth_heatmaps(sweep_id: str, bins: int = 4) -> dict:
     """Per control, mean accuracy by (sender depth bin, receiver depth bin) as a figure."""
-    table = depth_table(sweep_summary(store(), sweep_id), bins)
+    table = depth_table(summary(sweep_id), bins)
     labels = [f"{k / bins:.2f}–{(k + 1) / bins:.2f}" for k in range(bins)]
     figures = {}
     for control in sorted({row["control"] for row in table}):
