@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ def build_lesson(device: str = "auto", out: Path | None = None, train_limit: int
     import torch
 
     from .cka_models import model_cka
+    from .device import device_name, resolve_device
     from .grid import run_grid
 
     out = Path(out or LESSON_FILE)
@@ -50,10 +50,9 @@ def build_lesson(device: str = "auto", out: Path | None = None, train_limit: int
         material["grids"][key] = result.to_json()
     log("CKA zoo/resnet_1111-s0 vs zoo/resnet_2222-s0")
     material["cka"] = model_cka(_PAIR["sender"], _PAIR["receiver"], limit=eval_limit, device=device).to_json()
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     material["made_with"] = {
         "command": f"python -m core lesson build --device {device}",
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.machine()})",
+        "device": device_name(resolve_device(device)),
         "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_limit": train_limit, "eval_limit": eval_limit}

@@ -351,7 +351,6 @@ def commit_grid(store, config: GridConfig, identity: dict, result: GridResult, r
         run_id = store.create_run("grid", identity, name)
     else:
         store.update_run(run_id, status="running", message=None)
-    store.update_run(run_id, summary=summarize(result))
     for (i, j), cell in result.cells.items():
         store.put_cell(run_id, i, j, cell["status"], cell["accuracy"], cell["details"], None)
     store.update_run(run_id, status="done", message=None, seconds=result.seconds, summary=summarize(result))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import platform
 import shlex
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from . import paths, zoo
 from .architectures import build_architecture
 from .checkpoints import save_checkpoint
 from .data import load_dataset
-from .device import resolve_device
+from .device import device_name, resolve_device
 from .models import Network
 from .training import Recipe, accuracy, train_classifier
 
@@ -158,13 +157,7 @@ def _train_one(spec, train, test, recipe, device, zoo_dir: Path, dataset: str, c
         "train_images": len(train), "test_accuracy": round(test_acc, 4), "history": history,
         "params": sum(p.numel() for p in stored.parameters()), "file": file.name, "bytes": file.stat().st_size,
         "sha256": zoo.sha256_of(file), "dtype": "float16", "command": command,
-        "device": _device_name(device),
+        "device": device_name(device),
         "train_seconds": round(seconds, 1), "torch": torch.__version__,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"

@@ -53,3 +53,19 @@ def test_bad_input_is_one_clear_line(args, expected, tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_lesson_build_writes_its_material(tmp_path, monkeypatch):
+    from core import lesson
+
+    pair = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0"}
+    monkeypatch.setattr(lesson, "LESSON_GRIDS", {"deeper_lstsq": {**pair, "mode": "lstsq",
+                                                                  "pairs": [["layer4.0", "layer1.0"]]}})
+    out = lesson.build_lesson(device="cpu", out=tmp_path / "lesson.json", train_limit=64, eval_limit=100,
+                              log=lambda *_: None)
+    material = lesson.read_lesson(out)
+    grid = material["grids"]["deeper_lstsq"]
+    scored = [v for row in grid["accuracy"] for v in row if v is not None]
+    assert len(scored) == 1 and 0.0 <= scored[0] <= 1.0
+    assert len(material["cka"]["cka"]) == len(material["cka"]["layers_a"]) and material["cka"]["n_examples"] == 100
+    assert material["made_with"]["device"].startswith("cpu") and material["made_with"]["eval_limit"] == 100
