@@ -97,13 +97,13 @@ class ImageSet:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else None
+        order = torch.randperm(n, generator=generator).to(self.images.device) if shuffle else None
         for start in range(0, n, batch_size):
             if order is None:
                 idx = slice(start, start + batch_size)
                 images, labels = self.images[idx], self.labels[idx]
             else:
-                idx = order[start:start + batch_size].to(self.images.device)
+                idx = order[start:start + batch_size]
                 images, labels = self.images[idx], self.labels[idx]
             images = images.to(device, non_blocking=True).float().div_(255.0)
             yield images, labels.to(device, non_blocking=True)

@@ -47,11 +47,11 @@ def _cached_model(name: str, device: str, fingerprint: str) -> Network:
 def evaluate_network(net: Network, data: ImageSet, device: torch.device, batch_size: int = 1000,
                      amp: bool | None = None) -> float:
     """Top-1 accuracy of ``net`` on ``data``."""
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync per batch
     with torch.no_grad(), autocast_for(device, amp):
         for images, labels in data.batches(batch_size, device):
-            correct += (net(images).argmax(-1) == labels).sum().item()
-    return correct / max(1, len(data))
+            correct += (net(images).argmax(-1) == labels).sum()
+    return correct.item() / max(1, len(data))
 
 
 def _networks(config: GridConfig, device: torch.device):

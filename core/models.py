@@ -17,6 +17,7 @@ A loaded :class:`Network` is frozen: eval mode, no parameter requires grad.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -32,6 +33,13 @@ __all__ = ["Network", "load_model", "list_models", "parse_name", "IMAGENET_MEAN"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constants(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Per-channel constants as a (1, C, 1, 1) tensor, made once per device: building them for
+    every batch is a blocking host-to-GPU copy in the middle of the hot loop."""
+    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
 
 
 @dataclass
@@ -65,8 +73,8 @@ class Network:
                 raise ValueError(f"{self.name} takes {c}-channel images; cannot adapt {images.shape[1]} channels")
         if tuple(images.shape[2:]) != (h, w):
             images = nn.functional.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        mean = _channel_constants(tuple(self.mean), images.device, images.dtype)
+        std = _channel_constants(tuple(self.std), images.device, images.dtype)
         return (images - mean) / std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
