@@ -3,7 +3,6 @@
 import streamlit as st
 
 from core import catalog
-from core.checkpoints import CheckpointError
 from core.uploads import save_upload
 
 st.title("Models")
@@ -33,7 +32,7 @@ if st.button("Add checkpoint", disabled=upload is None):
     try:
         added = save_upload(upload.getvalue(), upload.name, label,
                             like=None if like == "as recorded in the file" else like)
-    except (CheckpointError, ValueError) as exc:
+    except ValueError as exc:  # CheckpointError is one; importing it here would import torch on first paint
         st.error(f"Could not add {upload.name}: {exc}")
     else:
         st.success(f"Added **{added}**: pick it as sender or receiver in the sidebar.")
