@@ -23,6 +23,7 @@ from safetensors.torch import save as save_safetensors
 
 from .data import ImageSet, load_dataset
 from .device import autocast_for, resolve_device
+from .folding import folded
 from .fused import Cancelled, Cell, FusedStitches
 from .layers import Layer, layer_graph, list_layers, resolve_layer
 from .models import Network, load_model, parse_name
@@ -252,8 +253,9 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
         batch, scored = _eval_batch(device), {}
 
         def score(net):
-            if id(net) not in scored:
-                scored[id(net)] = evaluate_network(net, test_dev, device, batch)
+            if id(net) not in scored:  # the folded copy is the one the fused passes use too
+                scored[id(net)] = evaluate_network(folded(net) if engine.get("fold_bn", True) else net, test_dev,
+                                                   device, batch)
             return scored[id(net)]
 
         for job in active:

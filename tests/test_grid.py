@@ -177,3 +177,27 @@ def test_a_class_without_test_images_has_no_accuracy_rather_than_zero():
     present = {k for k, row in enumerate(details["confusion"]) if sum(row) > 0}
     assert 0 < len(present) < 10
     assert all((value is None) == (k not in present) for k, value in enumerate(details["per_class"]))
+
+
+def test_each_cells_confusion_is_its_own_stitched_networks(store):
+    # The fused pass scores all cells of a receiver layer in one batch and counts them in one
+    # table; each cell's rows must be its own network's predictions, not a neighbour's.
+    from core.data import load_dataset
+    from core.stitched import load_stitched
+
+    config = {**PAIR, "sender_layers": ["stem", "layer2.0", "layer4.0"], "receiver_layers": ["layer1.0", "layer3.0"],
+              "mode": "lstsq", "train_limit": 300, "eval_limit": 300}
+    result = run_grid(config, store=store, device="cpu")
+    test = load_dataset("fashion-mnist", "test", 300)
+    images, labels = test.images.float() / 255, test.labels
+    accuracies = set()
+    for (i, j), cell in result.cells.items():
+        net = load_stitched(store, result.run_id, i, j)
+        with torch.no_grad():
+            predictions = net(images).argmax(-1)
+        alone = torch.zeros(10, 10, dtype=torch.long)
+        alone.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+        fused = torch.tensor(cell["details"]["confusion"])
+        assert (fused - alone).abs().sum() <= 2, (i, j)  # float rounding may flip a near tie
+        accuracies.add(round(cell["accuracy"], 2))
+    assert len(accuracies) > 3  # the cells differ, so a table given to the wrong cell would show

@@ -46,6 +46,18 @@ def test_conv_kxk_uses_stride_k_and_grow_equals_upsample_then_conv():
     assert torch.allclose(grow(x), reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("sender,receiver", [((16, 4, 4), (8, 16, 16)), ((16, 4, 4), (8, 7, 7)),
+                                             ((16, 32, 32), (8, 4, 4)), ((16, 8, 8), (8, 8, 8))])
+def test_channels_last_in_gives_channels_last_out(sender, receiver):
+    # A grid concatenates every stitch into one receiver layer; one NCHW output among them
+    # makes the whole batch NCHW (half the convolution speed on a CPU).
+    s = make_stitch(sender, receiver, seed=0).to(memory_format=torch.channels_last)
+    x = torch.randn(3, *sender)
+    out = s(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, s(x), atol=1e-6)
+
+
 def test_rows_view_agrees_with_forward():
     """design_rows -> linear part -> rows equals the forward pass (what least squares fits)."""
     for sender, receiver in [((16, 32, 32), (8, 8, 8)), ((16, 4, 4), (8, 16, 16)), ((16, 8, 8), (8, 8, 8)),
