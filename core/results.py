@@ -11,11 +11,18 @@ Metrics of a cell, all on the test split:
 The reference "receiver accuracy" is always that of the *pretrained* receiver, also under a
 control. A pair no stitch can connect is ``not_stitchable`` and its metrics are ``None``
 (``null`` in JSON), never 0.
+
+Where a cell lies relative to the diagonal is the seed paper's question: a layer's *relative
+depth* is its index along its axis of the grid divided by (layers - 1), so grids of different
+depths compare; a cell is ``lower_left`` when the sender layer is relatively deeper than the
+receiver layer (later into earlier, sender layers as rows), ``upper_right`` when shallower and
+``diagonal`` when equally deep.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -190,6 +197,31 @@ def summarize(result: GridResult) -> dict:
             "sender_accuracy": result.sender_accuracy, "receiver_accuracy": result.receiver_accuracy,
             "reference_accuracy": result.reference_accuracy}
 
+
+
+REGIONS = ("lower_left", "upper_right", "diagonal")
+
+
+def relative_depth(index: int, n: int) -> float:
+    """Layer ``index`` of ``n`` along a grid axis: 0 = the first, 1 = the last (a one-layer axis: 0)."""
+    return index / (n - 1) if n > 1 else 0.0
+
+
+def depth_region(sender_depth: float, receiver_depth: float) -> str:
+    """``lower_left`` (sender relatively deeper), ``upper_right`` (shallower) or ``diagonal``."""
+    gap = sender_depth - receiver_depth
+    return "diagonal" if math.isclose(gap, 0.0, abs_tol=1e-9) else "lower_left" if gap > 0 else "upper_right"
+
+
+def region_means(matrix: list[list[float | None]]) -> dict[str, float | None]:
+    """Mean of a grid's numbers (rows: sender layers) in each region; None for an empty region."""
+    values: dict[str, list[float]] = {region: [] for region in REGIONS}
+    for a, row in enumerate(matrix):
+        for b, value in enumerate(row):
+            if value is not None:
+                region = depth_region(relative_depth(a, len(matrix)), relative_depth(b, len(row)))
+                values[region].append(value)
+    return {region: sum(v) / len(v) if v else None for region, v in values.items()}
 
 
 def load_grid(store, run_id: str, reused: bool = False) -> GridResult:

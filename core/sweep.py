@@ -32,12 +32,11 @@ its run id, so :func:`sweep_status` can show progress from another process (the 
 from __future__ import annotations
 
 import fnmatch
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import paths, zoo
-from .results import CONTROLS, MODES, GridConfig, GridResult, summarize
+from .results import CONTROLS, MODES, REGIONS, GridConfig, GridResult, depth_region, relative_depth, summarize
 
 # torch, the engine and ray are imported where a sweep runs, so the dashboard can read a
 # sweep's status without paying for them.
@@ -396,10 +395,6 @@ def _run_statuses(store, run_ids: list[str]) -> dict:
     return out
 
 
-def _depth(index: int, n: int) -> float:
-    return index / (n - 1) if n > 1 else 0.0  # a one-layer grid has no depth axis: call it 0
-
-
 def sweep_summary(store, sweep_run_id: str) -> list[dict]:
     """One row per scored cell of the sweep's grids: the layers' relative depths (index /
     (layers - 1), 0 = first layer of the grid, 1 = last) and the stitched accuracy.
@@ -421,8 +416,8 @@ def sweep_summary(store, sweep_run_id: str) -> list[dict]:
             rows.append({"sender": grid["sender"], "receiver": grid["receiver"], "control": grid["control"],
                          "run_id": grid["run_id"], "sender_layer": c["sender_layer"],
                          "receiver_layer": c["receiver_layer"],
-                         "sender_depth": _depth(s_index[c["sender_layer"]], len(s_index)),
-                         "receiver_depth": _depth(r_index[c["receiver_layer"]], len(r_index)),
+                         "sender_depth": relative_depth(s_index[c["sender_layer"]], len(s_index)),
+                         "receiver_depth": relative_depth(r_index[c["receiver_layer"]], len(r_index)),
                          "accuracy": c["accuracy"], "reference_accuracy": summary.get("reference_accuracy")})
     return rows
 
@@ -453,9 +448,7 @@ def paper_effect(summary: list[dict]) -> dict:
     """
     groups: dict[str, dict[str, list[float]]] = {}
     for row in summary:
-        gap = row["sender_depth"] - row["receiver_depth"]
-        region = "diagonal" if math.isclose(gap, 0.0, abs_tol=1e-9) else "lower_left" if gap > 0 else "upper_right"
-        groups.setdefault(row["control"], {"lower_left": [], "upper_right": [], "diagonal": []})[region].append(
-            row["accuracy"])
+        region = depth_region(row["sender_depth"], row["receiver_depth"])
+        groups.setdefault(row["control"], {r: [] for r in REGIONS})[region].append(row["accuracy"])
     return {control: {region: {"mean_accuracy": sum(v) / len(v) if v else None, "cells": len(v)}
                       for region, v in regions.items()} for control, regions in groups.items()}

@@ -33,7 +33,7 @@ if step == STEPS[0]:
     st.markdown("Both networks stay frozen: only the stitch (one small convolution) learns.")
 elif step == STEPS[1]:
     st.title("Two seeds of the same network")
-    same = lesson.depth_regions(grids["seeds"])["same_depth"]
+    same = lesson.depth_regions(grids["seeds"])["diagonal"]
     st.markdown("Same architecture, different random start. Each square: the accuracy of *sender up to layer i → "
                 "stitch → receiver from layer j*. The diagonal (same layer into same layer) works: the two copies "
                 f"compute interchangeable things (diagonal mean **{lesson.fmt(same)}**).")
@@ -41,8 +41,8 @@ elif step == STEPS[1]:
 elif step == STEPS[2]:
     st.title("A later layer feeds an earlier one")
     st.markdown(f"Now the receiver is deeper (ResNet-2222). Below the diagonal the sender's layer is *deeper* than "
-                f"the receiver's: mean accuracy **{lesson.fmt(regions['later_into_earlier'])}**. Above it, the "
-                f"sender is *shallower*: **{lesson.fmt(regions['earlier_into_later'])}**. The seed paper (Hernandez "
+                f"the receiver's: mean accuracy **{lesson.fmt(regions['lower_left'])}**. Above it, the "
+                f"sender is *shallower*: **{lesson.fmt(regions['upper_right'])}**. The seed paper (Hernandez "
                 f"et al. 2023) found the same: a later sender layer stitches well into an earlier receiver layer, "
                 f"the reverse does not.")
     plot(charts.grid_heatmap(deeper, font_size=font), square=True)
@@ -68,8 +68,8 @@ else:
     st.title("Imitating is not the same as working")
     lstsq = lesson.depth_regions(grids["deeper_lstsq"])
     st.markdown("A *least-squares* stitch is made to **imitate** the receiver's own activation at layer j. Below "
-                f"the diagonal it reaches only **{lesson.fmt(lstsq['later_into_earlier'])}** on average, where the "
-                f"task-trained stitch reached **{lesson.fmt(regions['later_into_earlier'])}**: the trained stitch "
+                f"the diagonal it reaches only **{lesson.fmt(lstsq['lower_left'])}** on average, where the "
+                f"task-trained stitch reached **{lesson.fmt(regions['lower_left'])}**: the trained stitch "
                 "found *something else that works*. The seed paper's warning: high stitching accuracy alone does "
                 "not prove the two layers represent the same thing.")
     plot(charts.grid_heatmap(grids["deeper_lstsq"], font_size=font), square=True)

@@ -79,6 +79,15 @@ def test_paper_effect_and_depth_table_by_hand():
     assert table[("none", 1, 1)]["cells"] == 1 and table[("none", 0, 1)]["mean_accuracy"] == pytest.approx(0.3)
 
 
+def test_region_means_of_grids_of_unequal_depth():
+    from core.results import region_means
+
+    # 3 sender layers (depths 0, .5, 1) x 2 receiver layers (0, 1); None is skipped, not 0
+    matrix = [[0.6, 0.2], [0.9, None], [0.7, 0.8]]
+    assert region_means(matrix) == pytest.approx({"lower_left": 0.8, "upper_right": 0.2, "diagonal": 0.7})
+    assert region_means([[0.5]]) == {"lower_left": None, "upper_right": None, "diagonal": 0.5}
+
+
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
     """The tiny sweep run locally: interrupted after its first grid, then resumed."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from core.results import relative_depth
+
 from .state import store
 
 
@@ -35,7 +37,7 @@ def agreement(cka: dict, grid: dict) -> tuple[list[dict], float | None]:
     """Cells present in both a CKA matrix and a stitching grid: points and Spearman's rank correlation."""
     s_index = {name: k for k, name in enumerate(cka["layers_a"])}
     r_index = {name: k for k, name in enumerate(cka["layers_b"])}
-    n_s, n_r = max(len(grid["sender_layers"]) - 1, 1), max(len(grid["receiver_layers"]) - 1, 1)
+    n_s, n_r = len(grid["sender_layers"]), len(grid["receiver_layers"])
     points = []
     for a, i in enumerate(grid["sender_layers"]):
         for b, j in enumerate(grid["receiver_layers"]):
@@ -43,7 +45,7 @@ def agreement(cka: dict, grid: dict) -> tuple[list[dict], float | None]:
             if accuracy is None or i not in s_index or j not in r_index:
                 continue
             points.append({"cell": f"{i} → {j}", "cka": cka["cka"][s_index[i]][r_index[j]], "accuracy": accuracy,
-                           "depth_gap": a / n_s - b / n_r})
+                           "depth_gap": relative_depth(a, n_s) - relative_depth(b, n_r)})
     if len(points) < 3:
         return points, None
     import pandas as pd  # only when there is something to compare (it costs the first paint 0.3 s)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.results import region_means
+
 PROJECTOR_CSS = """
 <style>
 section.main p, section.main li, [data-testid="stMarkdownContainer"] p,
@@ -44,18 +46,8 @@ def stitching_diagram(sender_layers: int = 4, receiver_layers: int = 4, cut_send
 
 def depth_regions(grid: dict) -> dict:
     """Mean stitched accuracy where the sender layer is relatively deeper than the receiver layer
-    (below the diagonal), shallower (above it) and equally deep (on it)."""
-    n_s, n_r = len(grid["sender_layers"]), len(grid["receiver_layers"])
-    regions: dict[str, list[float]] = {"later_into_earlier": [], "earlier_into_later": [], "same_depth": []}
-    for a in range(n_s):
-        for b in range(n_r):
-            value = grid["accuracy"][a][b]
-            if value is None:
-                continue
-            gap = a / max(n_s - 1, 1) - b / max(n_r - 1, 1)
-            key = "same_depth" if abs(gap) < 1e-9 else "later_into_earlier" if gap > 0 else "earlier_into_later"
-            regions[key].append(value)
-    return {k: (sum(v) / len(v) if v else None) for k, v in regions.items()}
+    (``lower_left``: later into earlier), shallower (``upper_right``) and as deep (``diagonal``)."""
+    return region_means(grid["accuracy"])
 
 
 def fmt(value: float | None) -> str:
