@@ -5,6 +5,8 @@ import streamlit as st
 from core.attribution import METHOD_LABELS
 from core.data_info import classes
 from ui import attributions as attr
+from ui.grid_view import cell_picker
+from ui.grids import grids_of_pair
 from ui.state import store
 
 sel = st.session_state.selection
@@ -12,8 +14,7 @@ st.title("Attributions")
 st.caption("Which pixels drive each network's answer? Same image, same target class, three networks: the sender, "
            "the receiver, and the stitched network (sender up to layer i → stitch → receiver from layer j).")
 
-runs = [r for r in store().list_runs(kind="grid") if r["status"] in ("done", "cancelled")
-        and r["config"]["sender"] == sel.sender and r["config"]["receiver"] == sel.receiver]
+runs = grids_of_pair(sel.sender, sel.receiver, statuses=("done", "cancelled"))
 run_ids = [r["id"] for r in runs]
 wanted = st.query_params.get("run")
 run_id = st.selectbox("Stitched network from run", run_ids, index=run_ids.index(wanted) if wanted in run_ids else 0,
@@ -23,10 +24,7 @@ cell = None
 if run_id:
     done = [(c["sender_layer"], c["receiver_layer"]) for c in store().cells(run_id, with_details=False)
             if c["status"] == "done"]
-    left, right = st.columns(2)
-    i = left.selectbox("Sender layer i", list(dict.fromkeys(c[0] for c in done)), key="cell_i", bind="query-params")
-    j = right.selectbox("Receiver layer j", [c[1] for c in done if c[0] == i], key="cell_j", bind="query-params")
-    cell = (i, j) if (i, j) in done else None
+    cell = cell_picker(done, placeholder=None)
 else:
     st.info("No stitching grid stored for this pair: only sender and receiver are shown. Run one on the "
             "Stitching page to add the stitched network.")

@@ -5,7 +5,7 @@ import streamlit as st
 from core.cka_runs import cka_config, find_cka, load_cka
 from ui import charts, grid_view, jobs
 from ui.analysis import agreement, disagreements
-from ui.grids import grid_json
+from ui.grids import grid_json, grids_of_pair
 from ui.state import store
 
 sel = st.session_state.selection
@@ -30,8 +30,7 @@ if found is None:
     st.stop()
 
 cka = load_cka(store(), found["id"])
-grids = [r for r in store().list_runs(kind="grid") if r["status"] == "done" and r["config"]["sender"] == sel.sender
-         and r["config"]["receiver"] == sel.receiver and r["config"].get("control", "none") == "none"]
+grids = grids_of_pair(sel.sender, sel.receiver, control="none")
 left, right = st.columns(2)
 grid_view.plot(charts.cka_heatmap(cka), "cka_heatmap", left, square=True)
 if not grids:

@@ -57,6 +57,6 @@ with st.expander("Stitched accuracy along the receiver, with the networks' own a
     grid_view.plot(grid_view.charts.reference_profile(grid))
 
 st.subheader("Cell details")
-picked = grid_view.cell_picker(grid)
+picked = grid_view.cell_picker([(i, j) for i in grid["sender_layers"] for j in grid["receiver_layers"]])
 if picked:
     grid_view.cell_details(grid, *picked, stitch_cka=stitch_cka_panel)

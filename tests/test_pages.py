@@ -63,6 +63,21 @@ def test_stitching_page_shows_the_stored_grid_and_a_cell(app, stored):
     assert any(link.label.startswith("See what this stitched network") for link in app.get("page_link"))
 
 
+def test_attributions_page_offers_the_stored_cells(app, stored):
+    _, result = stored
+    app.switch_page("pages/attributions.py")
+    app.run()
+    _no_trouble(app)
+    assert app.selectbox(key="attr_run").value == result.run_id
+    assert app.selectbox(key="cell_i").options == result.sender_layers
+    app.selectbox(key="cell_i").set_value("layer3.0").run()
+    assert app.selectbox(key="cell_j").options == result.receiver_layers
+    app.selectbox(key="cell_j").set_value("layer1.0").run()
+    _no_trouble(app)
+    assert (app.selectbox(key="cell_i").value, app.selectbox(key="cell_j").value) == ("layer3.0", "layer1.0")
+    assert app.get("image"), "no attribution figure"  # st.pyplot draws an image
+
+
 def test_run_button_queues_a_job_and_the_page_follows_it(app, stored):
     db, _ = stored
     app.radio(key="recipe").set_value("Standard (least squares + 1 epoch)")

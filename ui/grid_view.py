@@ -9,8 +9,6 @@ from core import data_info
 from . import charts
 from .grids import cell
 
-_CELL_KEYS = ("cell_i", "cell_j")
-
 
 def plot(fig, key: str | None = None, where=None, square: bool = False, **kwargs):
     """Draw a plotly figure with the app's chart settings (PNG export button included).
@@ -39,17 +37,23 @@ def heatmap(grid: dict, metric: str, key: str, font_size: int = 12, selectable: 
             st.session_state.cell_i, st.session_state.cell_j = clicked
 
 
-def cell_picker(grid: dict) -> tuple[str, str] | None:
-    """Two selectboxes for the selected cell (clicking the heatmap sets them)."""
+def cell_picker(pairs: list[tuple[str, str]],
+                placeholder: str | None = "click a cell, or pick") -> tuple[str, str] | None:
+    """Two selectboxes (``cell_i``/``cell_j`` in the URL; clicking the heatmap sets them) choosing
+    one of ``pairs``; the receiver layers offered are those paired with the chosen sender layer.
+    Without ``placeholder`` the first pair is preselected."""
+    senders = list(dict.fromkeys(i for i, _ in pairs))
+    if st.session_state.get("cell_i") not in senders:
+        st.session_state.pop("cell_i", None)
     left, right = st.columns(2)
-    for key, options in zip(_CELL_KEYS, (grid["sender_layers"], grid["receiver_layers"])):
-        if st.session_state.get(key) not in options:
-            st.session_state.pop(key, None)
-    i = left.selectbox("Sender layer i", grid["sender_layers"], key="cell_i", bind="query-params", index=None,
-                       placeholder="click a cell, or pick")
-    j = right.selectbox("Receiver layer j", grid["receiver_layers"], key="cell_j", bind="query-params", index=None,
-                        placeholder="click a cell, or pick")
-    return (i, j) if i and j else None
+    i = left.selectbox("Sender layer i", senders, key="cell_i", bind="query-params",
+                       index=None if placeholder else 0, placeholder=placeholder or "")
+    receivers = [j for s, j in pairs if s == i] if i else list(dict.fromkeys(j for _, j in pairs))
+    if st.session_state.get("cell_j") not in receivers:
+        st.session_state.pop("cell_j", None)
+    j = right.selectbox("Receiver layer j", receivers, key="cell_j", bind="query-params",
+                        index=None if placeholder else 0, placeholder=placeholder or "")
+    return (i, j) if i and j and (i, j) in pairs else None
 
 
 def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:

@@ -46,6 +46,14 @@ def find_grid(config: dict) -> dict | None:
     return None
 
 
+def grids_of_pair(sender: str, receiver: str, statuses=("done",), control: str | None = None) -> list[dict]:
+    """Stored grid runs from ``sender`` into ``receiver`` (newest first) in one of ``statuses``,
+    of one ``control`` if given."""
+    return [r for r in store().list_runs(kind="grid") if r["status"] in statuses
+            and r["config"]["sender"] == sender and r["config"]["receiver"] == receiver
+            and (control is None or r["config"].get("control", "none") == control)]
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _grid_json(db: str, run_id: str, updated: float) -> dict:
     # `updated` is part of the cache key: a run that gains cells is read again.
