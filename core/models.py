@@ -91,10 +91,14 @@ class Network:
 
     def random_copy(self, seed: int = 0) -> Network:
         """The same architecture with fresh weights from ``seed`` (BatchNorm at its initial statistics)."""
-        module = _seeded_build(self.config, seed)
         device = next(self.module.parameters()).device
-        return replace(self, name=f"{base_name(self.name)}@random:{seed}", module=_freeze(module.to(device)),
-                       info={**self.info, "random_seed": seed, "test_accuracy": None})
+        return _named_random(replace(self, module=_freeze(_seeded_build(self.config, seed).to(device))), seed)
+
+
+def _named_random(net: Network, seed: int) -> Network:
+    """``net`` (whose module was built from ``seed``) under its ``@random:SEED`` name."""
+    return replace(net, name=f"{base_name(net.name)}@random:{seed}",
+                   info={**net.info, "random_seed": seed, "test_accuracy": None})
 
 
 def base_name(name: str) -> str:
@@ -144,40 +148,41 @@ def load_model(name: str, device: str | torch.device = "cpu", config: dict | Non
         raise ValueError(f"a model name is a string such as 'zoo/resnet_1111-s0', got {name!r}")
     base, seed = parse_name(name)
     if base.startswith("zoo/"):
-        net = _load_zoo(base[len("zoo/"):], random=seed is not None)
+        net = _load_zoo(base[len("zoo/"):], seed)
     elif base.startswith("paper/"):
-        net = _load_zoo(base[len("paper/"):], random=seed is not None, prefix="paper",
-                        zoo_dir=paths.home() / "zoo-paper")
+        net = _load_zoo(base[len("paper/"):], seed, prefix="paper", zoo_dir=paths.home() / "zoo-paper")
     elif base.startswith("torchvision/"):
-        net = _load_torchvision(base[len("torchvision/"):], random=seed is not None)
-    elif base.startswith("file:"):
+        net = _load_torchvision(base[len("torchvision/"):], seed)
+    elif base.startswith("file:"):  # the checkpoint's architecture may live only in the file
         net = _load_file(base[len("file:"):], config)
+        net = net if seed is None else net.random_copy(seed)
     else:
         raise ValueError(f"unknown model {name!r}: names start with 'zoo/', 'paper/', 'torchvision/' or 'file:' "
                          f"(python -m core models lists the zoo)")
-    if seed is not None:
-        net = net.random_copy(seed)
     return net.to(device)
 
 
-def _load_zoo(name: str, random: bool, prefix: str = "zoo", zoo_dir=None) -> Network:
+def _load_zoo(name: str, seed: int | None, prefix: str = "zoo", zoo_dir=None) -> Network:
+    """A zoo network, or (``seed`` given) its architecture with random weights from ``seed``."""
     entry = zoo.zoo_entry(name, zoo_dir)
     config = entry["config"]
-    if random:  # the control needs only the architecture; skip reading weights
-        module = build_architecture(config)
+    if seed is not None:  # the control needs only the architecture; skip reading weights
+        module = _seeded_build(config, seed)
     else:
         state, _ = read_checkpoint(zoo.verified_weights(entry, zoo_dir))
         module = build_architecture(config)
         apply_state_dict(module, state, f"{prefix}/{name}")
-    return Network(f"{prefix}/{name}", _freeze(module), tuple(entry["input_shape"]), config.get("num_classes", 10),
-                   tuple(entry["mean"]), tuple(entry["std"]), config, entry.get("dataset"), dict(entry))
+    net = Network(f"{prefix}/{name}", _freeze(module), tuple(entry["input_shape"]), config.get("num_classes", 10),
+                  tuple(entry["mean"]), tuple(entry["std"]), config, entry.get("dataset"), dict(entry))
+    return net if seed is None else _named_random(net, seed)
 
 
-def _load_torchvision(arch: str, random: bool) -> Network:
+def _load_torchvision(arch: str, seed: int | None) -> Network:
+    """torchvision's ImageNet network, or (``seed`` given) its architecture with random weights."""
     config = {"arch": "torchvision", "name": arch}
-    module = build_architecture(config)  # validates the name
+    module = build_architecture(config) if seed is None else _seeded_build(config, seed)  # validates the name
     info: dict = {"architecture": arch}
-    if not random:
+    if seed is None:
         weights = torchvision.models.get_model_weights(arch).DEFAULT
         try:
             state = weights.get_state_dict(progress=False)
@@ -190,8 +195,9 @@ def _load_torchvision(arch: str, random: bool) -> Network:
         info["test_accuracy"] = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
         info["dataset"] = "imagenet"
     size = _torchvision_input_size(arch)
-    return Network(f"torchvision/{arch}", _freeze(module), (3, size, size), 1000, IMAGENET_MEAN, IMAGENET_STD,
-                   config, "imagenet", info)
+    net = Network(f"torchvision/{arch}", _freeze(module), (3, size, size), 1000, IMAGENET_MEAN, IMAGENET_STD,
+                  config, "imagenet", info)
+    return net if seed is None else _named_random(net, seed)
 
 
 def _torchvision_input_size(arch: str) -> int:

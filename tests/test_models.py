@@ -37,6 +37,20 @@ def test_random_copies_are_seeded_and_differ_from_trained():
     assert not torch.equal(a.module.state_dict()[first], c.module.state_dict()[first])
     assert not torch.equal(a.module.state_dict()[first], trained.module.state_dict()[first])
     assert a.name == "zoo/resnet_1111-s0@random:3"
+    assert a.info["random_seed"] == 3 and a.info["test_accuracy"] is None
+    same = trained.random_copy(3)  # the two ways to a random copy agree
+    assert all(torch.equal(v, same.module.state_dict()[k]) for k, v in a.module.state_dict().items())
+
+
+def test_a_random_model_is_built_once(monkeypatch):
+    import core.models as models
+
+    builds = []
+    real = models.build_architecture
+    monkeypatch.setattr(models, "build_architecture", lambda config: builds.append(config) or real(config))
+    load_model("zoo/resnet_1111-s0@random:5")
+    load_model("torchvision/resnet18@random")
+    assert len(builds) == 2
 
 
 def test_altered_or_missing_zoo_weights_are_reported(tmp_path, monkeypatch):
