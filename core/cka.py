@@ -86,18 +86,18 @@ def _gram(xc: torch.Tensor, gram: str = "float64") -> torch.Tensor:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float, name: str,
-            gram_precision: str = "float64") -> torch.Tensor:
-    """The ``(n, n)`` float64 kernel of centred features ``xc``; all zeros for constant features.
+def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float,
+            gram_precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(n, n)`` float64 kernel of centred features ``xc`` (all zeros for constant features),
+    and a 0-d flag: False where the RBF bandwidth came out 0 (checked when a result is read).
 
     A constant kernel has zero HSIC (biased and unbiased) with anything, so zeros are exact
-    (constant features arrive here as exact zeros, so the linear kernel needs no test)."""
+    (constant features arrive here as exact zeros, so the linear kernel needs no test). Nothing
+    here reads a value back to the host: on a GPU that would stall the queue per layer and batch."""
     n = xc.shape[0]
-    if kernel == "linear":
-        return _gram(xc, gram_precision)  # (n, n)
-    if not bool(varies):
-        return xc.new_zeros(n, n)
     gram = _gram(xc, gram_precision)  # (n, n)
+    if kernel == "linear":
+        return gram, torch.ones((), dtype=torch.bool, device=xc.device)
     sq_norms = gram.diagonal()
     # Rounding can make a squared distance slightly negative; it is a distance, so >= 0.
     d2 = (sq_norms[:, None] + sq_norms[None, :] - 2 * gram).clamp_min_(0.0)
@@ -107,11 +107,9 @@ def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float, n
     # the whole matrix (no (n^2/2)-element index is built). A real element, so its square root is
     # the median distance.
     median_d2 = d2.reshape(-1).kthvalue(n + (n * (n - 1) - 1) // 2 + 1).values
-    if median_d2 <= 0:
-        raise ValueError(f"the RBF kernel of {name} is undefined: more than half of its pairwise distances are 0 "
-                         f"(many identical examples), so the median distance sets a bandwidth of 0; use the linear "
-                         f"kernel or more varied inputs")
-    return torch.exp(-d2 / (2 * sigma**2 * median_d2))
+    bandwidth_ok = median_d2 > 0  # more than half the pairs identical: no bandwidth (constant: zeros anyway)
+    rbf = torch.exp(-d2 / (2 * sigma**2 * torch.where(bandwidth_ok, median_d2, 1.0)))
+    return torch.where(varies & bandwidth_ok, rbf, 0.0), bandwidth_ok | ~varies
 
 
 def _check_kernel(kernel: str, sigma: float) -> None:
@@ -191,24 +189,28 @@ class MinibatchCKA:
             self.state = {"cross": torch.zeros(self.n_a, self.n_b, **f64),  # sum_b HSIC1(K_b, L_b)
                           "self_a": torch.zeros(self.n_a, **f64), "self_b": torch.zeros(self.n_b, **f64),
                           "varied_a": torch.zeros(self.n_a, **flag), "varied_b": torch.zeros(self.n_b, **flag),
-                          "finite_a": torch.ones(self.n_a, **flag), "finite_b": torch.ones(self.n_b, **flag)}
+                          "finite_a": torch.ones(self.n_a, **flag), "finite_b": torch.ones(self.n_b, **flag),
+                          "bandwidth_a": torch.ones(self.n_a, **flag), "bandwidth_b": torch.ones(self.n_b, **flag)}
         return self.state
 
     def _stats(self, feats, names, side, cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per layer: vec(K~) stacked ``(layers, n*n)``, K~1 ``(layers, n)``, 1'K~1 ``(layers,)``."""
-        flat, row_sums, varied, finite = [], [], [], []
+        flat, row_sums, varied, finite, bandwidth = [], [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:  # a tensor on both sides (a network with itself) is done once
                 xc, varies, is_finite = _centred(x, name)
-                kernel = _kernel(xc, varies, self.kernel, self.sigma, name, self.gram)
-                cache[id(x)] = (kernel.fill_diagonal_(0.0), varies, is_finite)  # K~
-            kt, varies, is_finite = cache[id(x)]
+                kernel, bandwidth_ok = _kernel(xc, varies, self.kernel, self.sigma, self.gram)
+                cache[id(x)] = (kernel.fill_diagonal_(0.0), varies, is_finite, bandwidth_ok)  # K~
+            kt, varies, is_finite, bandwidth_ok = cache[id(x)]
             flat.append(kt.reshape(-1))
             row_sums.append(kt.sum(1))
             varied.append(varies)
             finite.append(is_finite)
-        self.state[f"varied_{side}"] |= torch.stack(varied).to(self.state[f"varied_{side}"].device)
-        self.state[f"finite_{side}"] &= torch.stack(finite).to(self.state[f"finite_{side}"].device)
+            bandwidth.append(bandwidth_ok)
+        device = self.state[f"varied_{side}"].device
+        self.state[f"varied_{side}"] |= torch.stack(varied).to(device)
+        self.state[f"finite_{side}"] &= torch.stack(finite).to(device)
+        self.state[f"bandwidth_{side}"] &= torch.stack(bandwidth).to(device)
         V, R = torch.stack(flat), torch.stack(row_sums)
         return V, R, R.sum(1)
 
@@ -243,8 +245,9 @@ class MinibatchCKA:
             raise ValueError("no batch was added: call update(feats_a, feats_b) at least once before result()")
         state = {k: v.cpu() for k, v in self.state.items()}
         over = f"{self.n_batches} minibatch(es)"
-        _check_self(state["self_a"], state["varied_a"], state["finite_a"], self.names_a, over)
-        _check_self(state["self_b"], state["varied_b"], state["finite_b"], self.names_b, over)
+        for side, names in (("a", self.names_a), ("b", self.names_b)):
+            _check_self(state[f"self_{side}"], state[f"varied_{side}"], state[f"finite_{side}"], names, over,
+                        state[f"bandwidth_{side}"])
         return state["cross"] / torch.sqrt(torch.outer(state["self_a"], state["self_b"]))
 
 
@@ -270,14 +273,22 @@ def _batch_size(feats: list[torch.Tensor], names: list[str]) -> int:
     return n
 
 
-def _check_self(self_hsic: torch.Tensor, varied, finite, names: list[str], over: str) -> None:
-    """CKA divides by the self-HSICs: refuse, naming the layer, where one is not positive."""
-    for value, varies, is_finite, name in zip(self_hsic.tolist(), list(varied), list(finite), names):
+def _check_self(self_hsic: torch.Tensor, varied, finite, names: list[str], over: str, bandwidth=None) -> None:
+    """CKA divides by the self-HSICs: refuse, naming the layer, where one is not positive (or
+    where an RBF kernel had no bandwidth)."""
+    bandwidth = [True] * len(names) if bandwidth is None else list(bandwidth)
+    for value, varies, is_finite, has_bandwidth, name in zip(self_hsic.tolist(), list(varied), list(finite),
+                                                             bandwidth, names):
         if not bool(is_finite):
             raise ValueError(f"features of {name} contain NaN or infinite values; CKA is undefined for them")
         if not bool(varies):
             raise ValueError(f"CKA is undefined for layer {name}: its features are the same for every example "
                              f"(constant features, zero self-HSIC); leave this layer out")
+        if not bool(has_bandwidth):
+            raise ValueError(f"the RBF kernel of {name} is undefined: more than half of its pairwise distances are "
+                             f"0 (many identical examples{'' if over.endswith('examples') else ' in a batch'}), so "
+                             f"the median distance sets a bandwidth of 0; use the linear kernel or more varied "
+                             f"inputs")
         if not value > 0:
             raise ValueError(f"CKA is undefined for layer {name}: its self-HSIC estimate over {over} is {value:.3g}, "
                              f"not positive; use more examples or larger batches")
@@ -349,22 +360,21 @@ def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b) -> torch.Tens
     cache: dict[int, tuple] = {}
 
     def centred_kernels(feats, names):
-        kernels, varied, finite = [], [], []
+        kernels, varied, finite, bandwidth = [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:
                 xc, varies, is_finite = _centred(x, name)
-                K = _kernel(xc, varies, kernel, sigma, name)
+                K, bandwidth_ok = _kernel(xc, varies, kernel, sigma)
                 row_mean = K.mean(1, keepdim=True)  # K is symmetric: column means are row_mean.T
                 K.sub_(row_mean).sub_(row_mean.T).add_(row_mean.mean())  # H K H, in place (K can be large)
-                cache[id(x)] = (K.reshape(-1), varies, is_finite)
-            kernels.append(cache[id(x)][0])
-            varied.append(cache[id(x)][1])
-            finite.append(cache[id(x)][2])
-        return kernels, varied, finite
+                cache[id(x)] = (K.reshape(-1), varies, is_finite, bandwidth_ok)
+            for out, value in zip((kernels, varied, finite, bandwidth), cache[id(x)]):
+                out.append(value)
+        return kernels, varied, finite, bandwidth
 
     # No stacking here: at n = 10,000 one kernel is 800 MB, so pairs are dot products of views.
-    (Ka, varied_a, finite_a), (Kb, varied_b, finite_b) = (centred_kernels(feats_a, names_a),
-                                                          centred_kernels(feats_b, names_b))
+    (Ka, varied_a, finite_a, bandwidth_a), (Kb, varied_b, finite_b, bandwidth_b) = (
+        centred_kernels(feats_a, names_a), centred_kernels(feats_b, names_b))
     scale = 1.0 / (n - 1) ** 2  # HSIC0 = tr(HKH HLH) / (n-1)^2 = <vec HKH, vec HLH> / (n-1)^2
 
     def hsic(rows, cols):  # (len(rows), len(cols)) on the CPU
@@ -372,6 +382,6 @@ def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b) -> torch.Tens
 
     self_a = torch.tensor([torch.dot(k, k).item() * scale for k in Ka], dtype=torch.float64)
     self_b = torch.tensor([torch.dot(k, k).item() * scale for k in Kb], dtype=torch.float64)
-    _check_self(self_a, varied_a, finite_a, names_a, f"{n} examples")
-    _check_self(self_b, varied_b, finite_b, names_b, f"{n} examples")
+    _check_self(self_a, varied_a, finite_a, names_a, f"{n} examples", bandwidth_a)
+    _check_self(self_b, varied_b, finite_b, names_b, f"{n} examples", bandwidth_b)
     return hsic(Ka, Kb) / torch.sqrt(torch.outer(self_a, self_b))

@@ -187,6 +187,17 @@ def test_constant_features_are_an_error_naming_the_layer(kernel, batch_size):
         cka_matrix([constant], [x], kernel, batch_size=batch_size, names_a=["'fc' of net"])
 
 
+@pytest.mark.parametrize("batch_size", [None, 10])
+def test_an_rbf_kernel_without_bandwidth_is_an_error_naming_the_layer(batch_size):
+    # most examples identical: the median pairwise distance is 0 and so is the bandwidth
+    x, _ = _data(40)
+    mostly_same = torch.zeros(40, 6)
+    mostly_same[::5] = torch.randn(8, 6)
+    with pytest.raises(ValueError, match=r"RBF kernel of b\[1\] is undefined.*bandwidth of 0"):
+        cka_matrix([x], [x, mostly_same], "rbf", batch_size=batch_size)
+    assert torch.isfinite(cka_matrix([x], [x, mostly_same], "linear", batch_size=batch_size)).all()
+
+
 def test_other_bad_input_is_refused_clearly():
     x, y = _data(20)
     with pytest.raises(ValueError, match="unknown kernel 'cosine'"):
