@@ -26,6 +26,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not e2e and not slow"
 
+# Every benchmark this device can run (GPU: the performance targets), appended to bench/results/.
+bench: setup
+	$(PY) -m bench.all
+
 lint: setup
 	$(VENV)/bin/ruff check .
 

@@ -46,20 +46,22 @@ _MIN_BATCH = 4  # the unbiased estimator divides by n - 3
 
 
 # --- kernels -----------------------------------------------------------------------------------
-def _centred(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features ``(n, ...)`` -> float64 ``(n, p)`` centred over the examples, whether they vary
-    and whether they are finite.
+def _centred(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``(n, ...)`` -> float64 ``(n, p)`` centred over the examples, and whether they vary.
 
-    The two flags are 0-d tensors, checked only when a result is read: on a GPU, reading them
-    here would stall the queue twice per layer and batch (it cost more than all the arithmetic).
-    Identical rows give exact zeros (the mean of n equal floats need not equal them exactly)."""
+    The flag is a 0-d tensor, checked only when a result is read: on a GPU, reading it here would
+    stall the queue per layer and batch (it cost more than all the arithmetic). It is computed on
+    the features as they come (an exact comparison, at half the memory traffic of float64).
+    Identical rows give exact zeros (the mean of n equal floats need not equal them exactly).
+    Whether the features are finite is read off their Gram matrix (see :func:`_kernel`)."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"features of {name} must have the examples as their first dimension, got shape "
                          f"{tuple(x.shape)}")
-    x = x.detach().reshape(x.shape[0], -1).to(torch.float64)  # (n, ...) -> (n, p)
-    finite = torch.isfinite(x).all()
+    x = x.detach().reshape(x.shape[0], -1)  # (n, ...) -> (n, p)
     varies = (x != x[:1]).any() if x.shape[1] else torch.zeros((), dtype=torch.bool, device=x.device)
-    return (x - x.mean(0, keepdim=True)) * varies, varies, finite
+    xc = x.to(torch.float64)
+    xc -= xc.mean(0, keepdim=True)
+    return xc.mul_(varies), varies
 
 
 GRAMS = ("float64", "tf32x3")
@@ -87,17 +89,21 @@ def _gram(xc: torch.Tensor, gram: str = "float64") -> torch.Tensor:
 
 
 def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float,
-            gram_precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
+            gram_precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``(n, n)`` float64 kernel of centred features ``xc`` (all zeros for constant features),
-    and a 0-d flag: False where the RBF bandwidth came out 0 (checked when a result is read).
+    and two 0-d flags, checked when a result is read: whether the features were finite, and
+    False where the RBF bandwidth came out 0.
 
     A constant kernel has zero HSIC (biased and unbiased) with anything, so zeros are exact
     (constant features arrive here as exact zeros, so the linear kernel needs no test). Nothing
-    here reads a value back to the host: on a GPU that would stall the queue per layer and batch."""
+    here reads a value back to the host: on a GPU that would stall the queue per layer and batch.
+    A NaN or infinity anywhere in a row makes that row's centred squared norm (the Gram diagonal)
+    NaN or infinite, so checking the n diagonal entries replaces a pass over all n x p features."""
     n = xc.shape[0]
     gram = _gram(xc, gram_precision)  # (n, n)
+    finite = torch.isfinite(gram.diagonal()).all()
     if kernel == "linear":
-        return gram, torch.ones((), dtype=torch.bool, device=xc.device)
+        return gram, finite, torch.ones((), dtype=torch.bool, device=xc.device)
     sq_norms = gram.diagonal()
     # Rounding can make a squared distance slightly negative; it is a distance, so >= 0.
     d2 = (sq_norms[:, None] + sq_norms[None, :] - 2 * gram).clamp_min_(0.0)
@@ -109,7 +115,7 @@ def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float,
     median_d2 = d2.reshape(-1).kthvalue(n + (n * (n - 1) - 1) // 2 + 1).values
     bandwidth_ok = median_d2 > 0  # more than half the pairs identical: no bandwidth (constant: zeros anyway)
     rbf = torch.exp(-d2 / (2 * sigma**2 * torch.where(bandwidth_ok, median_d2, 1.0)))
-    return torch.where(varies & bandwidth_ok, rbf, 0.0), bandwidth_ok | ~varies
+    return torch.where(varies & bandwidth_ok, rbf, 0.0), finite, bandwidth_ok | ~varies
 
 
 def _check_kernel(kernel: str, sigma: float) -> None:
@@ -198,8 +204,8 @@ class MinibatchCKA:
         flat, row_sums, varied, finite, bandwidth = [], [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:  # a tensor on both sides (a network with itself) is done once
-                xc, varies, is_finite = _centred(x, name)
-                kernel, bandwidth_ok = _kernel(xc, varies, self.kernel, self.sigma, self.gram)
+                xc, varies = _centred(x, name)
+                kernel, is_finite, bandwidth_ok = _kernel(xc, varies, self.kernel, self.sigma, self.gram)
                 cache[id(x)] = (kernel.fill_diagonal_(0.0), varies, is_finite, bandwidth_ok)  # K~
             kt, varies, is_finite, bandwidth_ok = cache[id(x)]
             flat.append(kt.reshape(-1))
@@ -363,8 +369,8 @@ def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b) -> torch.Tens
         kernels, varied, finite, bandwidth = [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:
-                xc, varies, is_finite = _centred(x, name)
-                K, bandwidth_ok = _kernel(xc, varies, kernel, sigma)
+                xc, varies = _centred(x, name)
+                K, is_finite, bandwidth_ok = _kernel(xc, varies, kernel, sigma)
                 row_mean = K.mean(1, keepdim=True)  # K is symmetric: column means are row_mean.T
                 K.sub_(row_mean).sub_(row_mean.T).add_(row_mean.mean())  # H K H, in place (K can be large)
                 cache[id(x)] = (K.reshape(-1), varies, is_finite, bandwidth_ok)

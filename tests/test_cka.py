@@ -198,6 +198,21 @@ def test_an_rbf_kernel_without_bandwidth_is_an_error_naming_the_layer(batch_size
     assert torch.isfinite(cka_matrix([x], [x, mostly_same], "linear", batch_size=batch_size)).all()
 
 
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("batch_size", [None, 10])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_single_non_finite_value_is_refused(kernel, batch_size, bad):
+    # finiteness is read off the Gram diagonal: one bad value in one row must still show
+    x, y = _data(40)
+    y = y.clone()
+    y[17, 3] = bad
+    with pytest.raises(ValueError, match=r"features of b\[0\] contain NaN or infinite values"):
+        cka_matrix([x], [y], kernel, batch_size=batch_size)
+    y[17] = bad  # a whole row
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cka_matrix([x], [y], kernel, batch_size=batch_size)
+
+
 def test_other_bad_input_is_refused_clearly():
     x, y = _data(20)
     with pytest.raises(ValueError, match="unknown kernel 'cosine'"):
