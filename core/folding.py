@@ -4,14 +4,14 @@ A frozen (eval-mode) BatchNorm is an affine map per channel, so it can be folded
 convolution that feeds it: one pass over memory instead of two per block, exact up to float
 rounding. Grids run the frozen networks' prefixes and suffixes for every batch, so this pays.
 
-Why not torch.fx's ``fuse``: it rewrites a traced graph and drops the BatchNorm nodes, so it
-must run on every prefix and suffix a grid builds (a deep copy and a trace each time: 1.4 s per
-chunk for a ResNet-50 on a CPU), and a cut placed right after a BatchNorm would vanish. Here the
-copy keeps every module path (each folded BatchNorm becomes an ``nn.Identity``), so layer names
-resolve on it as on the original, and it is made once per network and process (weakly cached:
-it goes when the original network goes). One cut means something else on the copy: the output
-of a folded convolution now includes its BatchNorm, so :func:`folded` hands back the original
-network when a requested layer sits there.
+Why not torch.fx's ``fuse``: it rewrites one traced graph, so it had to run on every prefix
+and suffix a grid builds, for every chunk (a deep copy and a trace each time: 1.4 s per chunk for
+a ResNet-50 on a CPU). Here the whole network is folded once per process (weakly cached: the copy
+goes when the original network goes), and the copy keeps every module path (each folded
+BatchNorm becomes an ``nn.Identity``), so layer names resolve on it as on the original and
+prefixes and suffixes are cut from it like from the original. One cut means something else on
+the copy: the output of a folded convolution now includes its BatchNorm, so :func:`folded` hands
+back the original network when a requested layer sits there.
 """
 
 from __future__ import annotations

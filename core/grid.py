@@ -373,6 +373,8 @@ def _commit(store, run_id, result: GridResult, key, status, accuracy, details, s
                          "accuracy": accuracy, "details": details}
     if store is not None:
         store.put_cell(run_id, key[0], key[1], status, accuracy, details, stitch_blob)
+    elif stitch_blob is not None:  # computed elsewhere (a Ray worker): travels with the result
+        result.stitches[key] = stitch_blob
 
 
 class _Reporter:

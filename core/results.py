@@ -140,6 +140,9 @@ class GridResult:
     status: str = "done"
     run_id: str | None = None
     reused: bool = False
+    # (sender layer, receiver layer) -> the trained stitch as safetensors bytes, kept only when
+    # the grid ran without a store (a Ray worker), so the store that commits it gets them too.
+    stitches: dict = field(default_factory=dict, repr=False)
 
     def value(self, i: str, j: str, metric: str = "accuracy") -> float | None:
         cell = self.cells.get((i, j))

@@ -7,8 +7,9 @@ and runs one :func:`core.grid.run_grid` per (sender, receiver, control). Two exe
 * ``ray``: one Ray task per grid (``num_gpus=1`` on CUDA, ``num_cpus=1`` otherwise). Only
   the driver (this process) writes the SQLite store: a worker runs ``run_grid(store=None)``
   and returns the :class:`~core.grid.GridResult`, which :func:`commit_grid` writes as a grid
-  run that :func:`core.grid.load_grid` reads like a local one. Ray-computed cells carry no
-  stitch weights (a GridResult does not hold them); their metrics and details are complete.
+  run that :func:`core.grid.load_grid` reads like a local one. The trained stitches travel
+  back in ``GridResult.stitches`` (safetensors bytes, small), so Ray-computed cells are
+  complete: metrics, details and weights.
 
 Worker reuse: Ray keeps a task's worker process alive for the next task of the same function
 and resources, so run_grid's ``cached_model`` and core.data's caches load each network and
@@ -342,8 +343,9 @@ def commit_grid(store, config: GridConfig, identity: dict, result: GridResult, r
     """Write a grid computed elsewhere (``run_grid(store=None)``) as a finished grid run.
 
     Reuses ``run_id`` (an unfinished run of the same identity) or creates a run. Cells get
-    status, accuracy and details but no stitch weights, which a GridResult does not carry.
-    :func:`core.grid.load_grid` then reads it exactly like a grid run_grid stored itself.
+    status, accuracy, details and the trained stitch's weights (``result.stitches``), so
+    :func:`core.grid.load_grid` and :func:`core.stitched.load_stitched` read it exactly like a
+    grid run_grid stored itself.
     """
     assert identity.get("sender") == config.sender and identity.get("control") == config.control
     if run_id is None:
@@ -351,7 +353,7 @@ def commit_grid(store, config: GridConfig, identity: dict, result: GridResult, r
     else:
         store.update_run(run_id, status="running", message=None)
     for (i, j), cell in result.cells.items():
-        store.put_cell(run_id, i, j, cell["status"], cell["accuracy"], cell["details"], None)
+        store.put_cell(run_id, i, j, cell["status"], cell["accuracy"], cell["details"], result.stitches.get((i, j)))
     store.update_run(run_id, status="done", message=None, seconds=result.seconds, summary=summarize(result))
     return run_id
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load as load_safetensors
 
 from core import grid as grid_module
 from core import sweep_ray
@@ -216,7 +217,18 @@ def test_ray_gives_the_same_grids_as_local(local_sweep, ray_local, tmp_path, mon
         for row_a, row_b in zip(a.matrix(), b.matrix()):
             assert row_b == pytest.approx(row_a, abs=1e-6)
         assert (b.sender_accuracy, b.reference_accuracy) == pytest.approx((a.sender_accuracy, a.reference_accuracy))
-    assert store.cell_stitch(by_key[_key(local["grids"][0])], "stem", "stem") is None  # documented: no weights
+        # the trained stitches travel back from the workers: the same weights as the local run's
+        done = [(c["sender_layer"], c["receiver_layer"]) for c in local_store.cells(grid["run_id"])
+                if c["status"] == "done"]
+        assert done
+        for i, j in done:  # (Ray workers run with other thread counts: equal up to float rounding)
+            ray_weights = load_safetensors(store.cell_stitch(b.run_id, i, j))
+            local_weights = load_safetensors(local_store.cell_stitch(a.run_id, i, j))
+            assert all(torch.allclose(ray_weights[k], local_weights[k], atol=1e-5) for k in local_weights), (i, j)
+    from core.stitched import load_stitched
+
+    grid = local["grids"][0]
+    assert load_stitched(store, by_key[_key(grid)], "stem", "stem").run["id"] == by_key[_key(grid)]
     pids = [p.read_text() for p in attempts.iterdir()]
     assert len(pids) == 4 and len(set(pids)) < 4  # workers are reused across grids
 
