@@ -35,7 +35,8 @@ def plan(cuda: bool) -> list[tuple[str, list[str]]]:
                 ("grid_controls", ["--sender", "zoo/resnet_1111-s0", "--receiver", "zoo/resnet_2222-s0",
                                    "--train-limit", "15000"]),
                 ("cka", []), ("cka", ["--random-width", "64"])]
-    return [("grid_lstsq", ["--device", "cpu"]), ("grid_controls", ["--device", "cpu"]),
+    return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
+            ("grid_controls", ["--device", "cpu"]),
             ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("app_speed", [])]
 
 
