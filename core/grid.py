@@ -276,8 +276,21 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
         chunks = _plan_chunks(cells, device, config.batch_size if training else batch, training, memory_fraction)
         todo = [chunk for chunk in chunks if any(c.key not in c.owner.done for c in chunk)]
         train = load_dataset(config.dataset, "train", config.train_limit).to(device) if todo else None
+        body, fitted = report.span(0.03, 1.0), False
+        if config.mode == "lstsq+train" and len(todo) > 1:
+            # Least squares runs no backward, so it fits in far fewer chunks than training: fit
+            # every cell first, and the passes over the training data that it needs run once per
+            # forward-only chunk instead of once per training chunk (the result is the same: a
+            # cell's solution does not depend on its chunk).
+            pending = [cell for chunk in todo for cell in chunk]
+            fit_chunks = _plan_chunks(pending, device, batch, False, memory_fraction)
+            for n, fit_chunk in enumerate(fit_chunks):
+                _fit_chunk(config, FusedStitches(fit_chunk, device, **engine), train, device,
+                           body.span(0.15 * n / len(fit_chunks), 0.15 * (n + 1) / len(fit_chunks)), cancel)
+            body, fitted = body.span(0.15, 1.0), True
         for n, chunk in enumerate(todo):
-            _run_chunk(config, chunk, train, test_dev, device, report.scoped(n, len(todo)), cancel, engine)
+            _run_chunk(config, chunk, train, test_dev, device, body.span(n / len(todo), (n + 1) / len(todo)),
+                       cancel, engine, fitted)
             for cell in chunk:
                 if cell.key not in cell.owner.done:  # a resumed chunk recomputes its stored cells alike
                     _commit_cell(store, cell.owner.run_id, cell.owner.result, cell)
@@ -318,34 +331,39 @@ def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> 
 
 
 def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report, cancel,
-               engine: dict | None = None):
+               engine: dict | None = None, fitted: bool = False):
+    """Fit (unless ``fitted`` already), train and score one chunk of cells in one fused pass each."""
     fused = FusedStitches(chunk, device, **(engine or {}))
-    phases = {"lstsq": (0.0, 1.0), "train": (0.0, 1.0)}
-    if config.mode == "lstsq+train":
-        phases = {"lstsq": (0.0, 0.15), "train": (0.15, 1.0)}
+    fit = config.mode in ("lstsq", "lstsq+train") and not fitted
+    trains = config.mode in ("train", "lstsq+train")
+    fit_share = (0.15 if trains else 1.0) if fit else 0.0
     evaluate_share = 0.1
-
-    def phase(name):
-        lo, hi = phases[name]
-        return lambda done, total, _elapsed: report(
-            name, (lo + (hi - lo) * done / total) * (1 - evaluate_share), f"{name}: step {done}/{total}")
-
-    if config.mode in ("lstsq", "lstsq+train"):
-        # No backward here, so large batches; each batch gives at most lstsq_rows rows per system.
-        fused.fit_lstsq(train.head(config.lstsq_images), 1000 if device.type == "cuda" else 256, config.seed,
-                        config.lstsq_rows, phase("lstsq"), cancel)
-        if config.mode == "lstsq+train":
-            for cell in chunk:
-                if cell.failed:  # too large for least squares: train from the default initialisation
-                    cell.notes.append(f"least squares skipped: {cell.failed}")
-                    cell.failed = None
-    if config.mode in ("train", "lstsq+train"):
+    work = report.span(0.0, 1 - evaluate_share)
+    if fit:
+        _fit_chunk(config, fused, train, device, work.span(0.0, fit_share), cancel)
+    if trains:
+        progress = work.span(fit_share, 1.0)
         fused.train(train, config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay,
-                    config.seed, phase("train"), cancel)
+                    config.seed, lambda done, total, _e: progress("train", done / total, f"train: step {done}/{total}"),
+                    cancel)
     confusions = fused.evaluate(test, _eval_batch(device), lambda d, t, _e: report(
         "evaluate", (1 - evaluate_share) + evaluate_share * d / t, f"scoring: batch {d}/{t}"), cancel)
     for cell in chunk:
         cell.confusion = confusions.get(id(cell))
+
+
+def _fit_chunk(config: GridConfig, fused: FusedStitches, train: ImageSet, device, report, cancel) -> None:
+    """Least-squares fit of the cells of ``fused``; under lstsq+train, a cell too large for least
+    squares is trained from its default initialisation instead."""
+    # No backward here, so large batches; each batch gives at most lstsq_rows rows per system.
+    fused.fit_lstsq(train.head(config.lstsq_images), 1000 if device.type == "cuda" else 256, config.seed,
+                    config.lstsq_rows, lambda done, total, _e: report("lstsq", done / total,
+                                                                      f"lstsq: step {done}/{total}"), cancel)
+    if config.mode == "lstsq+train":
+        for cell in fused.cells:
+            if cell.failed:
+                cell.notes.append(f"least squares skipped: {cell.failed}")
+                cell.failed = None
 
 
 def _eval_batch(device: torch.device) -> int:
@@ -397,8 +415,7 @@ class _Reporter:
         self.callback({"stage": stage, "fraction": overall, "message": message, "eta": eta, "elapsed": elapsed,
                        "run_id": self.run_id})
 
-    def scoped(self, n: int, total: int) -> _Reporter:
-        """The reporter of chunk ``n`` of ``total`` (the first 3 % is loading and reference scores)."""
-        lo = self.lo + 0.03 * (self.hi - self.lo)
-        span = (self.hi - lo) / total
-        return _Reporter(self.callback, self.start, lo + n * span, lo + (n + 1) * span, self.run_id)
+    def span(self, lo: float, hi: float) -> _Reporter:
+        """The reporter of the part ``[lo, hi]`` (fractions of this one's range) of the work."""
+        width = self.hi - self.lo
+        return _Reporter(self.callback, self.start, self.lo + lo * width, self.lo + hi * width, self.run_id)

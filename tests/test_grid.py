@@ -169,6 +169,34 @@ def test_least_squares_cells_do_not_depend_on_how_the_grid_is_chunked(monkeypatc
     assert run_grid(config, device="cpu").matrix("accuracy") == whole
 
 
+def test_lstsq_then_train_fits_in_forward_only_chunks(monkeypatch):
+    # Training needs a chunk per cell under this budget; least squares, which runs no backward,
+    # fits every cell in one pass over the data first. Same numbers as one chunk for everything.
+    from core.fused import FusedStitches
+
+    config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq+train",
+              "sender_layers": ["stem", "layer2.0"], "receiver_layers": ["stem", "layer1.0", "layer3.0"],
+              "train_limit": 256, "eval_limit": 200, "batch_size": 64}
+    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "100000")
+    whole = run_grid(config, device="cpu").matrix("accuracy")
+    fits, fit = [], FusedStitches.fit_lstsq
+    monkeypatch.setattr(FusedStitches, "fit_lstsq",
+                        lambda self, *a, **k: fits.append(len(self.cells)) or fit(self, *a, **k))
+    monkeypatch.setattr(grid_module, "_plan_chunks", _spy(grid_module._plan_chunks, plans := []))
+    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "60")
+    chunked = run_grid(config, device="cpu").matrix("accuracy")
+    assert len(plans[0]) >= 3 and fits == [6]  # several training chunks, one least-squares pass
+    for row_whole, row_chunked in zip(whole, chunked):
+        assert row_chunked == pytest.approx(row_whole, abs=0.02)
+
+
+def _spy(function, calls: list):
+    def spied(*args, **kwargs):
+        calls.append(function(*args, **kwargs))
+        return calls[-1]
+    return spied
+
+
 def test_a_class_without_test_images_has_no_accuracy_rather_than_zero():
     config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq",
               "pairs": [["layer4.0", "layer4.0"]], "train_limit": 128, "eval_limit": 5}
