@@ -83,6 +83,19 @@ def _prefixes(cells: list[Cell], role: str, fold_bn: bool = False) -> dict[int, 
     return out
 
 
+def _subsample(t: torch.Tensor, rows: dict, seed: int, batch: int, limit: int) -> torch.Tensor:
+    """At most ``limit`` rows of ``t`` (a fixed random subset of positions keeps least squares
+    fast), drawn from (seed, batch, row count) alone, so the same in any chunk; ``rows`` holds
+    this batch's subsets, so design and target rows of one cell get the same one."""
+    n = t.shape[0]
+    if n <= limit:
+        return t
+    if n not in rows:
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{batch}:{n}".encode()))
+        rows[n] = torch.randperm(n, generator=generator)[:limit].to(t.device)
+    return t[rows[n]]
+
+
 class FusedStitches:
     """Train, least-squares fit and evaluate ``cells`` together on ``device``.
 
@@ -233,6 +246,7 @@ class FusedStitches:
         targets = _prefixes(self.cells, "receiver", self.fold_bn)
         systems: dict[int, NormalEquations] = {}
         grams: dict[tuple, dict] = {}
+        design_keys: dict[int, tuple] = {}
         for k, cell in enumerate(self.cells):
             if cell.stitch.has_batchnorm:
                 raise ValueError("least-squares stitches solve the linear map exactly and cannot be combined with "
@@ -250,6 +264,7 @@ class FusedStitches:
                 cell.failed = str(exc)
                 continue
             grams.setdefault(gram_key, systems[k].gram)
+            design_keys[k] = gram_key
         owners = {id(s.gram): k for k, s in reversed(list(systems.items()))}  # one cell adds each Gram's rows
         n_batches = -(-len(data) // batch_size)
         start = time.perf_counter()
@@ -258,21 +273,27 @@ class FusedStitches:
                 acts = self._sender_activations(images)
                 wanted = self._activations(targets, images)
                 with autocast_for(self.device, self.amp):
-                    rows = {}
+                    rows: dict[int, torch.Tensor] = {}
+                    # Cells that share a Gram share their design rows, and cells from different
+                    # senders into one receiver layer often share their target rows: each is made
+                    # (resampled, subsampled, cast to float64) once per batch.
+                    xs: dict[tuple, tuple[torch.Tensor, int]] = {}
+                    ys: dict[tuple, torch.Tensor] = {}
                     for k, system in systems.items():
                         cell = self.cells[k]
-                        x = cell.stitch.design_rows(self._activation(acts, cell)).float()
-                        _, _, index = targets[id(cell.receiver)]
-                        y = cell.stitch.target_rows(wanted[id(cell.receiver)][index[cell.receiver_layer.node]]).float()
-                        if x.shape[0] > rows_per_batch:  # a fixed random subset of positions keeps it fast
-                            key = x.shape[0]
-                            if key not in rows:  # drawn from (seed, batch, rows) alone: the same in any chunk
-                                generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{b}:{key}".encode()))
-                                rows[key] = torch.randperm(key, generator=generator)[:rows_per_batch].to(self.device)
-                            x, y = x[rows[key]], y[rows[key]]
+                        if design_keys[k] not in xs:
+                            x = cell.stitch.design_rows(self._activation(acts, cell))
+                            xs[design_keys[k]] = (_subsample(x, rows, seed, b, rows_per_batch).double(), x.shape[0])
+                        x, n_rows = xs[design_keys[k]]
+                        growth = cell.stitch.growth if isinstance(cell.stitch.growth, int) else None
+                        target_key = (id(cell.receiver), cell.receiver_layer.node, cell.stitch.kind, growth, n_rows)
+                        if target_key not in ys:
+                            _, _, index = targets[id(cell.receiver)]
+                            y = cell.stitch.target_rows(wanted[id(cell.receiver)][index[cell.receiver_layer.node]])
+                            ys[target_key] = _subsample(y, rows, seed, b, rows_per_batch).double()
                         if owners[id(system.gram)] == k:
                             system.add_gram(x)
-                        system.add_cross(x, y)
+                        system.add_cross(x, ys[target_key])
                 if progress:
                     progress(b + 1, n_batches, time.perf_counter() - start)
                 if cancel and cancel():
