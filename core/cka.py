@@ -279,12 +279,11 @@ def _batch_size(feats: list[torch.Tensor], names: list[str]) -> int:
     return n
 
 
-def _check_self(self_hsic: torch.Tensor, varied, finite, names: list[str], over: str, bandwidth=None) -> None:
+def _check_self(self_hsic: torch.Tensor, varied, finite, names: list[str], over: str, bandwidth) -> None:
     """CKA divides by the self-HSICs: refuse, naming the layer, where one is not positive (or
     where an RBF kernel had no bandwidth)."""
-    bandwidth = [True] * len(names) if bandwidth is None else list(bandwidth)
     for value, varies, is_finite, has_bandwidth, name in zip(self_hsic.tolist(), list(varied), list(finite),
-                                                             bandwidth, names):
+                                                             list(bandwidth), names):
         if not bool(is_finite):
             raise ValueError(f"features of {name} contain NaN or infinite values; CKA is undefined for them")
         if not bool(varies):

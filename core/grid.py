@@ -90,8 +90,8 @@ def _plan_chunks(cells: list[Cell], device: torch.device, batch_size: int, backw
         # The estimate counts every node after the cut, while autograd keeps far less for frozen
         # convolutions: all 45 training cells of the zoo's default pair are estimated at 22.7 GB
         # and peaked at 3.0 GB above the process's baseline. 4000 (estimated) MB measured 1.8 GB
-        # of resident memory in all; fewer chunks mean fewer sender passes (Standard recipe: 76 s
-        # in 7 chunks against 89 s in the 20 chunks of a 1500 MB budget).
+        # of resident memory in all; fewer chunks mean fewer sender passes (Standard recipe: 73.5 s
+        # in 7 chunks against 86.2 s in the 20 chunks of a 1500 MB budget; python -m bench.recipes).
         budget, bytes_per = float(os.environ.get("STITCHLAB_CPU_CHUNK_MB", "4000")) * 1e6, 4
     chunks, current, used = [], [], 0.0
     for cell in cells:

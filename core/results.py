@@ -201,7 +201,6 @@ def summarize(result: GridResult) -> dict:
             "reference_accuracy": result.reference_accuracy}
 
 
-
 REGIONS = ("lower_left", "upper_right", "diagonal")
 
 
