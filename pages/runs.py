@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import grid_view
+from ui.analysis import stitch_cka_panel
 from ui.grids import grid_json, grid_rows, settings_of
 from ui.state import store
 
@@ -54,7 +55,10 @@ if run["kind"] != "grid":
     st.json(run["summary"] or run["config"], expanded=False)
     st.stop()
 grid = grid_json(run)
-grid_view.heatmap(grid, "accuracy", key="runs_heatmap", selectable=False)
+grid_view.heatmap(grid, "accuracy", key="runs_heatmap")
+picked = grid_view.cell_picker([(i, j) for i in grid["sender_layers"] for j in grid["receiver_layers"]])
+if picked:  # any stored grid, also one the Stitching page's settings cannot reproduce (CLI, sweeps)
+    grid_view.cell_details(grid, *picked, stitch_cka=stitch_cka_panel)
 st.download_button("Export CSV", pd.DataFrame(grid_rows(grid)).to_csv(index=False), f"stitchlab-{run['id']}.csv",
                    "text/csv")
 st.download_button("Export JSON", json.dumps(grid, indent=2), f"stitchlab-{run['id']}.json", "application/json")

@@ -124,6 +124,23 @@ def test_runs_page_lists_the_stored_grid(app, stored):
     assert result.run_id in set(frame["run"])
 
 
+def test_runs_page_shows_a_cell_of_the_selected_grid(app, stored):
+    import hashlib
+
+    _, result = stored
+    app.switch_page("pages/runs.py")
+    app.run()
+    ids = list(app.dataframe[0].value["run"])
+    listing = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
+    app.session_state[f"runs_table_{listing}"] = {"selection": {"rows": [ids.index(result.run_id)], "columns": [],
+                                                                "cells": []}}
+    app.run()
+    app.selectbox(key="cell_i").set_value("layer2.0")
+    app.selectbox(key="cell_j").set_value("layer3.1").run()
+    _no_trouble(app)
+    assert f"{result.value('layer2.0', 'layer3.1'):.3f}" in [m.value for m in app.metric]
+
+
 def test_runs_page_selection_does_not_outlive_a_filter(app, stored):
     import hashlib
 
