@@ -35,12 +35,12 @@ _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # original mod
 def folded(net, layers=()):
     """``net`` (a :class:`core.models.Network`) with its conv -> BatchNorm pairs folded (cached),
     or ``net`` itself if one of ``layers`` is the output of a folded convolution."""
-    cached = _FOLDED.get(net.module)
-    if cached is None:
+    if net.module not in _FOLDED:
         module, convs = fold_batchnorm(net.module, net.input_shape)
-        cached = _FOLDED[net.module] = (replace(net, module=module), convs)
-    network, convs = cached
-    return net if any(layer.node in convs for layer in layers) else network
+        # nothing to fold (a ViT, say): no copy, and none kept (it would hold the weak key alive)
+        _FOLDED[net.module] = (replace(net, module=module) if convs else None, convs)
+    network, convs = _FOLDED[net.module]
+    return net if network is None or any(layer.node in convs for layer in layers) else network
 
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
@@ -51,7 +51,8 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
 def fold_batchnorm(module: nn.Module, input_shape) -> tuple[nn.Module, frozenset[str]]:
     """An eval-mode copy of ``module`` in which every BatchNorm fed only by a convolution (used
     only there) is folded into that convolution and replaced by ``nn.Identity``; and the names
-    of the convolutions that now include their BatchNorm."""
+    of the convolutions that now include their BatchNorm. With nothing to fold: ``module``
+    itself, not a copy."""
     graph = layer_graph(module, input_shape).gm.graph
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs = []
@@ -67,6 +68,8 @@ def fold_batchnorm(module: nn.Module, input_shape) -> tuple[nn.Module, frozenset
             children = list(module.get_submodule(node.target).named_children())
             pairs += [(f"{node.target}.{a}", f"{node.target}.{b}")
                       for (a, conv), (b, norm) in zip(children, children[1:]) if _foldable(conv, norm)]
+    if not pairs:
+        return module, frozenset()
     clone = copy.deepcopy(module).eval()
     for conv_name, norm_name in pairs:
         fused = fuse_conv_bn_eval(clone.get_submodule(conv_name), clone.get_submodule(norm_name))

@@ -67,9 +67,18 @@ def test_a_batchnorm_whose_conv_output_is_used_twice_is_not_folded():
 
     module = _randomised_batchnorm(TwoUses())
     clone, convs = fold_batchnorm(module, (3, 8, 8))
-    assert isinstance(clone.bn, nn.BatchNorm2d) and not convs
+    assert clone is module and not convs  # nothing to fold: no copy
     x = torch.randn(2, 3, 8, 8)
     assert torch.allclose(clone(x), module(x))
+
+
+def test_a_network_without_batchnorm_is_not_copied():
+    from dataclasses import replace
+
+    net = cached_model("zoo/resnet_1111-s0", "cpu")
+    plain = replace(net, module=nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)))
+    plain.module(torch.zeros(1, 1, 32, 32))  # materialise the lazy layer
+    assert folded(plain) is plain
 
 
 def test_folded_networks_are_made_once():
