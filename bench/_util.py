@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from contextlib import contextmanager
@@ -19,10 +18,11 @@ H100_BF16_PEAK_TFLOPS = 989.0
 
 
 def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    return f"cpu: {cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    """The device as manifests name it (core.device.device_name), plus what a timing depends on."""
+    from core.device import device_name
+
+    threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
+    return f"{device_name(device)}{threads} (torch {torch.__version__})"
 
 
 def sync(device: torch.device) -> None:
