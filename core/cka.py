@@ -57,7 +57,12 @@ def _centred(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"features of {name} must have the examples as their first dimension, got shape "
                          f"{tuple(x.shape)}")
-    x = x.detach().reshape(x.shape[0], -1)  # (n, ...) -> (n, p)
+    x = x.detach()
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # Flattened in memory order (H, W, C) rather than copied into (C, H, W) order: a Gram
+        # matrix does not depend on the order of the features.
+        x = x.permute(0, 2, 3, 1)
+    x = x.reshape(x.shape[0], -1)  # (n, ...) -> (n, p)
     varies = (x != x[:1]).any() if x.shape[1] else torch.zeros((), dtype=torch.bool, device=x.device)
     xc = x.to(torch.float64)
     xc -= xc.mean(0, keepdim=True)

@@ -4,6 +4,11 @@ The estimators themselves are in :mod:`core.cka`; this module feeds them activat
 network runs once per batch up to all its layers (:func:`core.layers.sender_prefix`), the
 batch is folded into a :class:`core.cka.MinibatchCKA` and dropped, so memory is one batch
 whatever the dataset size.
+
+The networks run as the stitching engine runs them (:func:`core.fused.engine_prefix`: BatchNorm
+folded into the convolutions, weights in channels_last order, conv + ReLU fused on CUDA), and the
+images are moved to the device once: copying each batch from host memory made the host wait for
+the GPU every batch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 from .cka import _MIN_BATCH, MinibatchCKA, _check_kernel, _check_minibatch, _spans
 from .data import load_dataset
 from .device import resolve_device
-from .fused import Cancelled
+from .fused import Cancelled, engine_prefix
 from .layers import Layer, list_layers, resolve_layer, sender_prefix
 
 __all__ = ["CkaResult", "model_cka", "stitch_cka"]
@@ -136,12 +141,13 @@ def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fa
     acc = MinibatchCKA(len(la), len(lb), kernel, sigma, [f"{lay.name!r} of {net_a.name}" for lay in la],
                        [f"{lay.name!r} of {net_b.name}" for lay in lb], gram=gram)
     same = net_a is net_b  # one pass yields both sides; a layer on both sides is one tensor
-    passes = [(net_a, sender_prefix(net_a, la + lb if same else la))]
+    passes = [(net_a, engine_prefix(net_a, la + lb if same else la))]
     if not same:
-        passes.append((net_b, sender_prefix(net_b, lb)))
+        passes.append((net_b, engine_prefix(net_b, lb)))
     total = len(_spans(len(data), batch_size))
+    data = data.to(_device_of(net_a.module))  # once (a few MB of uint8), not batch by batch
     with torch.no_grad():
-        for b, images in enumerate(_folded_batches(data, batch_size, device)):
+        for b, images in enumerate(_folded_batches(data, batch_size, None)):
             if cancel is not None and cancel():
                 raise Cancelled()
             outs = [prefix(net.prepare(images.to(_device_of(net.module)))) for net, prefix in passes]

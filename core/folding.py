@@ -12,6 +12,12 @@ BatchNorm becomes an ``nn.Identity``), so layer names resolve on it as on the or
 prefixes and suffixes are cut from it like from the original. One cut means something else on
 the copy: the output of a folded convolution now includes its BatchNorm, so :func:`folded` hands
 back the original network when a requested layer sits there.
+
+The engine also asks for its copy with every weight in channels_last (NHWC) order. Leaving
+the weights in NCHW order cost two things: every convolution call copied its weight into NHWC
+order, and a network whose input has one channel (Fashion-MNIST) ran NCHW throughout, since a
+1-channel input carries no layout and an NCHW weight then decides it (on an H100 that made every
+stitch copy its input and cuDNN transpose; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import weakref
 from collections import Counter
 from dataclasses import replace
 
+import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -29,17 +36,22 @@ from .layers import layer_graph
 __all__ = ["folded", "fold_batchnorm"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # original module -> folded Network
+# original module -> {channels_last: (folded Network or None, names of the folded convolutions)}
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def folded(net, layers=()):
-    """``net`` (a :class:`core.models.Network`) with its conv -> BatchNorm pairs folded (cached),
-    or ``net`` itself if one of ``layers`` is the output of a folded convolution."""
-    if net.module not in _FOLDED:
+def folded(net, layers=(), channels_last: bool = False):
+    """``net`` (a :class:`core.models.Network`) with its conv -> BatchNorm pairs folded (cached;
+    with ``channels_last``, weights in NHWC order), or ``net`` itself if one of ``layers`` is the
+    output of a folded convolution or there is nothing to fold."""
+    variants = _FOLDED.setdefault(net.module, {})
+    if channels_last not in variants:
         module, convs = fold_batchnorm(net.module, net.input_shape)
+        if convs and channels_last:
+            module.to(memory_format=torch.channels_last)  # 4-d weights only; the copy is ours
         # nothing to fold (a ViT, say): no copy, and none kept (it would hold the weak key alive)
-        _FOLDED[net.module] = (replace(net, module=module) if convs else None, convs)
-    network, convs = _FOLDED[net.module]
+        variants[channels_last] = (replace(net, module=module) if convs else None, convs)
+    network, convs = variants[channels_last]
     return net if network is None or any(layer.node in convs for layer in layers) else network
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .conv_fusion import fuse_conv_relu
 from .data import ImageSet
 from .device import autocast_for
 from .folding import folded
@@ -32,14 +33,15 @@ from .layers import Layer, receiver_suffix, sender_prefix
 from .lstsq import LstsqTooLarge, NormalEquations
 from .stitches import Stitch
 
-__all__ = ["Cell", "FusedStitches", "Cancelled"]
+__all__ = ["Cell", "FusedStitches", "Cancelled", "engine_prefix", "engine_suffix"]
 
 
 @contextlib.contextmanager
-def _cudnn_autotune(device: torch.device):
-    """cuDNN picks the fastest convolution algorithm per shape (the grid's shapes never change)."""
+def _cudnn_autotune(device: torch.device, enabled: bool):
+    """cuDNN picks the fastest convolution algorithm per shape by timing them (the grid's shapes
+    never change); ``enabled=False`` leaves the choice to cuDNN's heuristics."""
     before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = device.type == "cuda" or before
+    torch.backends.cudnn.benchmark = (enabled and device.type == "cuda") or before
     try:
         yield
     finally:
@@ -69,7 +71,36 @@ class Cell:
         return self.sender_layer.name, self.receiver_layer.name
 
 
-def _prefixes(cells: list[Cell], role: str, fold_bn: bool = False) -> dict[int, tuple[object, object, dict]]:
+def _on_cuda(net) -> bool:
+    return next(net.module.parameters(), torch.empty(0)).is_cuda
+
+
+def engine_prefix(net, layers: list[Layer], fold_bn: bool = True, channels_last: bool = True,
+                  fuse_relu: bool = True):
+    """``net`` up to ``layers`` as the engine runs it: BatchNorm folded (:mod:`core.folding`),
+    and on CUDA weights in channels_last order and each conv + bias (+ residual) + ReLU one cuDNN
+    call (:mod:`core.conv_fusion`). The same activations up to float rounding.
+
+    On a CPU the weights keep the NCHW order that the CPU figures were measured with: NHWC
+    weights made oneDNN no faster in A/B runs on two cores (slower in the first runs; this
+    machine's noise left it open). The activations are channels_last either way."""
+    cuda = _on_cuda(net)
+    prefix = sender_prefix(folded(net, layers, channels_last and cuda) if fold_bn else net, layers)  # same names
+    if fuse_relu and cuda:
+        fuse_conv_relu(prefix.extractor)
+    return prefix
+
+
+def engine_suffix(net, layer: Layer, fold_bn: bool = True, channels_last: bool = True, fuse_relu: bool = True):
+    """``net`` from ``layer`` to its output, as :func:`engine_prefix` runs it."""
+    cuda = _on_cuda(net)
+    suffix = receiver_suffix(folded(net, [layer], channels_last and cuda) if fold_bn else net, layer)
+    if fuse_relu and cuda:
+        fuse_conv_relu(suffix)
+    return suffix
+
+
+def _prefixes(cells: list[Cell], role: str, **engine) -> dict[int, tuple[object, object, dict]]:
     """For each distinct sender (or receiver) network: (network, prefix up to every layer its
     cells need, {layer node: position in the prefix's output})."""
     out = {}
@@ -78,8 +109,7 @@ def _prefixes(cells: list[Cell], role: str, fold_bn: bool = False) -> dict[int, 
         if id(net) not in out:
             layers = list({getattr(c, f"{role}_layer").node: getattr(c, f"{role}_layer")
                            for c in cells if getattr(c, role) is net}.values())
-            prefix = sender_prefix(folded(net, layers) if fold_bn else net, layers)  # same layer names
-            out[id(net)] = (net, prefix, {lay.node: k for k, lay in enumerate(layers)})
+            out[id(net)] = (net, engine_prefix(net, layers, **engine), {lay.node: k for k, lay in enumerate(layers)})
     return out
 
 
@@ -103,13 +133,19 @@ class FusedStitches:
     (default on CUDA), ``channels_last`` NHWC layout (default everywhere: 1.2x the speed of
     NCHW for the zoo's grids on 2 CPU cores as well), ``fold_bn`` BatchNorm of
     the frozen networks folded into the preceding convolution (:mod:`core.folding`; exact up to
-    float rounding), ``compile`` the receiver suffixes with ``torch.compile``.
+    float rounding), ``fuse_relu`` each conv + bias (+ residual) + ReLU of the frozen networks
+    as one cuDNN call (CUDA; :mod:`core.conv_fusion`), ``compile`` the receiver suffixes with
+    ``torch.compile``, ``autotune`` cuDNN's timed search for the fastest algorithm of every
+    convolution shape (CUDA; off: on an H100 it cost 12-18 s per grid and its picks ran no faster
+    than cuDNN's heuristics').
     """
 
     def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None,
-                 channels_last: bool | None = None, fold_bn: bool = True, compile: bool = False):
+                 channels_last: bool | None = None, fold_bn: bool = True, compile: bool = False,
+                 autotune: bool = False, fuse_relu: bool = True):
         self.cells = cells
         self.device = device
+        self.autotune = autotune
         self.amp = amp
         self.channels_last = True if channels_last is None else channels_last
         self.fold_bn = fold_bn
@@ -117,13 +153,13 @@ class FusedStitches:
             cell.stitch.to(device)
             if self.channels_last:
                 cell.stitch.to(memory_format=torch.channels_last)
-        self._senders = _prefixes(cells, "sender", fold_bn)
+        self._engine = {"fold_bn": fold_bn, "channels_last": self.channels_last, "fuse_relu": fuse_relu}
+        self._senders = _prefixes(cells, "sender", **self._engine)
         self._suffixes: dict[tuple[int, str], object] = {}
         for cell in cells:
             key = (id(cell.receiver), cell.receiver_layer.node)
             if key not in self._suffixes:
-                receiver = folded(cell.receiver, [cell.receiver_layer]) if fold_bn else cell.receiver
-                suffix = receiver_suffix(receiver, cell.receiver_layer)
+                suffix = engine_suffix(cell.receiver, cell.receiver_layer, **self._engine)
                 self._suffixes[key] = torch.compile(suffix, dynamic=False) if compile else suffix
 
     # --- shared passes -------------------------------------------------------------------------
@@ -171,7 +207,7 @@ class FusedStitches:
         generator = torch.Generator().manual_seed(seed)  # same order for every chunk and every device
         for c in active:
             c.stitch.train()
-        autotune = _cudnn_autotune(self.device)
+        autotune = _cudnn_autotune(self.device, self.autotune)
         autotune.__enter__()
         running = torch.zeros(len(active), device=self.device)
         since, step, start = 0, 0, time.perf_counter()
@@ -243,7 +279,7 @@ class FusedStitches:
     def fit_lstsq(self, data: ImageSet, batch_size: int, seed: int, rows_per_batch: int = 8192,
                   progress=None, cancel=None) -> None:
         """Fit every stitch's linear part to the receiver's own activation at its layer."""
-        targets = _prefixes(self.cells, "receiver", self.fold_bn)
+        targets = _prefixes(self.cells, "receiver", **self._engine)
         systems: dict[int, NormalEquations] = {}
         grams: dict[tuple, dict] = {}
         design_keys: dict[int, tuple] = {}
@@ -318,7 +354,7 @@ class FusedStitches:
             first += len(group)
         n_batches = -(-len(data) // batch_size)
         start = time.perf_counter()
-        with torch.no_grad(), _cudnn_autotune(self.device):
+        with torch.no_grad(), _cudnn_autotune(self.device, self.autotune):
             for b, (images, labels) in enumerate(data.batches(batch_size, self.device)):
                 acts = self._sender_activations(images)
                 with autocast_for(self.device, self.amp):

@@ -259,8 +259,9 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
 
         def score(net):
             if id(net) not in scored:  # the folded copy is the one the fused passes use too
-                scored[id(net)] = evaluate_network(folded(net) if engine.get("fold_bn", True) else net, test_dev,
-                                                   device, batch)
+                nhwc = engine.get("channels_last") is not False and device.type == "cuda"  # as engine_prefix
+                scored[id(net)] = evaluate_network(folded(net, channels_last=nhwc) if engine.get("fold_bn", True)
+                                                   else net, test_dev, device, batch)
             return scored[id(net)]
 
         for job in active:

@@ -9,8 +9,8 @@ import torch
 
 from core.cka import MinibatchCKA, cka_matrix, hsic_unbiased
 from core.cka_models import model_cka, stitch_cka
-from core.fused import Cancelled
-from core.layers import sender_prefix
+from core.fused import Cancelled, engine_prefix
+from core.layers import resolve_layer, sender_prefix
 from core.stitches import make_stitch
 
 
@@ -259,11 +259,17 @@ def test_model_cka_streams_the_same_numbers_as_cka_matrix(r1111_pair):
     a, b = r1111_pair
     result = model_cka(a, b, ["layer2.0", "layer4.0"], ["layer3.0"], limit=250, batch_size=100)
     images = load_dataset("fashion-mnist", "test", 250).images.float() / 255
+    # model_cka runs the networks as the stitching engine does (BatchNorm folded)
+    layers_a = [resolve_layer(a, "layer2.0"), resolve_layer(a, "layer4.0")]
     with torch.no_grad():
-        feats_a = sender_prefix(a, ["layer2.0", "layer4.0"])(a.prepare(images))
-        feats_b = sender_prefix(b, ["layer3.0"])(b.prepare(images))
-    expected = cka_matrix(feats_a, feats_b, batch_size=100)
-    assert torch.allclose(torch.tensor(result.cka, dtype=torch.float64), expected, atol=1e-9, rtol=0)
+        feats_a = engine_prefix(a, layers_a)(a.prepare(images))
+        feats_b = engine_prefix(b, [resolve_layer(b, "layer3.0")])(b.prepare(images))
+        plain_a = sender_prefix(a, ["layer2.0", "layer4.0"])(a.prepare(images))
+        plain_b = sender_prefix(b, ["layer3.0"])(b.prepare(images))
+    streamed = torch.tensor(result.cka, dtype=torch.float64)
+    assert torch.allclose(streamed, cka_matrix(feats_a, feats_b, batch_size=100), atol=1e-9, rtol=0)
+    # ... which computes the original networks' activations up to float rounding
+    assert torch.allclose(streamed, cka_matrix(plain_a, plain_b, batch_size=100), atol=1e-6, rtol=0)
 
 
 def test_model_cka_can_be_cancelled_and_names_bad_layers(r1111_pair):
@@ -326,3 +332,13 @@ def test_a_stored_cka_matrix_is_found_only_for_the_same_weights(tmp_path):
     assert find_cka(store, config) is None  # not finished yet
     store.update_run(current, status="done")
     assert find_cka(store, config)["id"] == current
+
+
+def test_channels_last_features_give_the_same_cka_as_contiguous_ones():
+    # channels_last maps are flattened in memory order (no copy); a Gram matrix ignores feature order
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 8, 5, 5, generator=generator), torch.randn(40, 6, 4, 4, generator=generator)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    for batch_size in (None, 10):
+        expected = cka_matrix([x], [y], batch_size=batch_size)
+        assert torch.allclose(cka_matrix([nhwc], [y], batch_size=batch_size), expected, atol=1e-12, rtol=0)

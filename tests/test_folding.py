@@ -87,3 +87,22 @@ def test_folded_networks_are_made_once():
     assert folded(net).name == net.name and _batchnorms(folded(net).module) == 0
     paper = build_architecture({"arch": "resnet", "blocks": [1, 1, 1, 1], "width": 8})
     assert _batchnorms(fold_batchnorm(paper.eval(), (1, 32, 32))[0]) == 0
+
+
+def test_the_channels_last_copy_keeps_a_one_channel_network_in_channels_last():
+    # A 1-channel input carries no layout, so with NCHW weights a Fashion-MNIST network ran NCHW
+    # throughout (and every stitch copied its input); the engine's copy has NHWC weights.
+    net = cached_model("zoo/resnet_1111-s0", "cpu")
+    copy = folded(net, channels_last=True)
+    assert copy is not folded(net) and copy is folded(net, channels_last=True)  # cached per layout
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in copy.module.parameters() if p.dim() == 4)
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                   for p in net.module.parameters())  # the original keeps its layout
+    layers = list_layers(net)
+    x = net.prepare(torch.rand(3, 1, 28, 28))
+    with torch.no_grad():
+        acts = sender_prefix(copy, layers)(x)
+        plain = sender_prefix(net, layers)(x)
+    for layer, act, ref in zip(layers, acts, plain):
+        assert act.is_contiguous(memory_format=torch.channels_last) and not act.is_contiguous(), layer.name
+        assert torch.allclose(act, ref, atol=1e-4, rtol=1e-4), layer.name

@@ -40,6 +40,9 @@ def test_every_shape_pair_gets_a_stitch_of_the_right_output_shape(sender, receiv
 def test_conv_kxk_uses_stride_k_and_grow_equals_upsample_then_conv():
     s = make_stitch((16, 32, 32), (8, 4, 4), seed=0)
     assert s.linear.kernel_size == (8, 8) and s.linear.stride == (8, 8)
+    x = torch.randn(2, 16, 32, 32)  # on CUDA computed as a product of patches: the same as the convolution
+    product = s._patch_product(x)
+    assert torch.allclose(product, s.linear(x), atol=1e-5) and product.is_contiguous(memory_format=torch.channels_last)
     grow = make_stitch((16, 4, 4), (8, 16, 16), seed=0)
     x = torch.randn(2, 16, 4, 4)
     reference = grow.linear(F.interpolate(x, size=(16, 16), mode="nearest"))

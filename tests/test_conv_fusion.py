@@ -1,0 +1,84 @@
+"""The conv + bias (+ residual) + ReLU rewrite: same outputs and input gradients as the eager graph.
+
+On the CPU the fused module runs the eager ops (cuDNN's fused op exists only on CUDA), so these
+tests check the graph rewrite and the hand-written backward; the benchmarks check CUDA."""
+
+import pytest
+import torch
+from torch import nn
+
+from core.conv_fusion import FusedConvReLU, _ConvBiasReLU, fuse_conv_relu
+from core.folding import folded
+from core.grid import cached_model
+from core.layers import list_layers, receiver_suffix, sender_prefix
+
+
+def _count(gm):
+    return sum(isinstance(m, FusedConvReLU) for m in gm.modules())
+
+
+@pytest.fixture(scope="module")
+def net():
+    return folded(cached_model("zoo/resnet_2222-s0", "cpu"), channels_last=True)
+
+
+def test_every_block_of_a_folded_resnet_is_fused_and_the_suffix_is_unchanged(net):
+    layers = list_layers(net)
+    x = net.prepare(torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        acts = sender_prefix(net, layers)(x)
+    for k, layer in enumerate(layers[:-1]):
+        suffix = receiver_suffix(net, layer)
+        fused = receiver_suffix(net, layer)
+        blocks = len(layers) - 1 - k
+        assert fuse_conv_relu(fused) == 2 * blocks == _count(fused)  # conv1 + ReLU, conv2 + shortcut + ReLU
+        z = acts[k].detach().clone().requires_grad_()
+        z_fused = acts[k].detach().clone().requires_grad_()
+        out, out_fused = suffix(z), fused(z_fused)
+        assert torch.allclose(out_fused, out, atol=1e-5, rtol=1e-5), layer.name
+        weights = torch.randn_like(out)
+        (out * weights).sum().backward()
+        (out_fused * weights).sum().backward()
+        assert torch.allclose(z_fused.grad, z.grad, atol=1e-5, rtol=1e-4), layer.name
+
+
+def test_a_prefix_keeps_every_requested_activation(net):
+    wanted = ["stem.2", "layer1.0.add", "layer2.0.relu_1", "layer3.1.add"]
+    x = net.prepare(torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1)))
+    prefix, fused = sender_prefix(net, wanted), sender_prefix(net, wanted)
+    # stem; layer1.0's first conv only (its sum is asked for); layer1.1 to layer3.0 whole;
+    # layer3.1's first conv only
+    assert fuse_conv_relu(fused.extractor) == 1 + 1 + 2 * 4 + 1
+    with torch.no_grad():
+        for name, a, b in zip(wanted, prefix(x), fused(x)):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), name
+
+
+def test_the_backward_matches_autograd_with_and_without_a_residual():
+    generator = torch.Generator().manual_seed(2)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1).requires_grad_(False)
+    x = torch.randn(3, 4, 9, 9, generator=generator, requires_grad=True)
+    for residual in (None, torch.randn(3, 6, 5, 5, generator=generator, requires_grad=True)):
+        args = (conv.weight, conv.bias, residual, list(conv.stride), list(conv.padding), list(conv.dilation), 1)
+        y = _ConvBiasReLU.apply(x, *args)
+        expected = torch.relu(conv(x) + (residual if residual is not None else 0))
+        assert torch.allclose(y, expected, atol=1e-6)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, [x] + ([residual] if residual is not None else []), g)
+        want = torch.autograd.grad(expected, [x] + ([residual] if residual is not None else []), g)
+        for got, ref in zip(grads, want):
+            assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_trainable_or_unusual_convolutions_are_left_alone():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 3, padding=1)  # trainable
+            self.b = nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect").requires_grad_(False)
+
+        def forward(self, x):
+            return torch.relu(self.b(torch.relu(self.a(x))))
+
+    gm = torch.fx.symbolic_trace(Block())
+    assert fuse_conv_relu(gm) == 0
