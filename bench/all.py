@@ -31,10 +31,10 @@ PAPER_MODELS = ("resnet_1111-s0", "resnet_2222-s0", "resnet_2222-s1")
 def plan(cuda: bool) -> list[tuple[str, list[str]]]:
     """(benchmark module, arguments) in the order they run."""
     if cuda:
-        return [("grid_train", ["--variants", "simple,fused"]), ("grid_lstsq", []),
+        return [("grid_train", ["--variants", "fused,unfused", "--warm"]), ("grid_lstsq", []),
                 ("grid_controls", ["--sender", "zoo/resnet_1111-s0", "--receiver", "zoo/resnet_2222-s0",
                                    "--train-limit", "15000"]),
-                ("cka", []), ("cka", ["--random-width", "64"])]
+                ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", [])]
     return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
             ("grid_controls", ["--device", "cpu"]),
             ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("app_speed", [])]
