@@ -33,7 +33,7 @@ from .layers import Layer, receiver_suffix, sender_prefix
 from .lstsq import LstsqTooLarge, NormalEquations
 from .stitches import Stitch
 
-__all__ = ["Cell", "FusedStitches", "Cancelled", "engine_prefix", "engine_suffix"]
+__all__ = ["Cell", "FusedStitches", "Cancelled", "engine_network", "engine_prefix", "engine_suffix"]
 
 
 @contextlib.contextmanager
@@ -75,27 +75,30 @@ def _on_cuda(net) -> bool:
     return next(net.module.parameters(), torch.empty(0)).is_cuda
 
 
-def engine_prefix(net, layers: list[Layer], fold_bn: bool = True, channels_last: bool = True,
-                  fuse_relu: bool = True):
-    """``net`` up to ``layers`` as the engine runs it: BatchNorm folded (:mod:`core.folding`),
-    and on CUDA weights in channels_last order and each conv + bias (+ residual) + ReLU one cuDNN
-    call (:mod:`core.conv_fusion`). The same activations up to float rounding.
+def engine_network(net, layers=(), fold_bn: bool = True, channels_last: bool = True):
+    """The copy of ``net`` the engine runs (same layer names): BatchNorm folded
+    (:mod:`core.folding`), and on CUDA the weights in channels_last order.
 
     On a CPU the weights keep the NCHW order that the CPU figures were measured with: NHWC
     weights made oneDNN no faster in A/B runs on two cores (slower in the first runs; this
     machine's noise left it open). The activations are channels_last either way."""
-    cuda = _on_cuda(net)
-    prefix = sender_prefix(folded(net, layers, channels_last and cuda) if fold_bn else net, layers)  # same names
-    if fuse_relu and cuda:
+    return folded(net, layers, channels_last and _on_cuda(net)) if fold_bn else net
+
+
+def engine_prefix(net, layers: list[Layer], fuse_relu: bool = True, **engine):
+    """``net`` up to ``layers`` as the engine runs it (:func:`engine_network`; on CUDA each
+    conv + bias (+ residual) + ReLU one cuDNN call, :mod:`core.conv_fusion`). The same
+    activations up to float rounding."""
+    prefix = sender_prefix(engine_network(net, layers, **engine), layers)
+    if fuse_relu and _on_cuda(net):
         fuse_conv_relu(prefix.extractor)
     return prefix
 
 
-def engine_suffix(net, layer: Layer, fold_bn: bool = True, channels_last: bool = True, fuse_relu: bool = True):
+def engine_suffix(net, layer: Layer, fuse_relu: bool = True, **engine):
     """``net`` from ``layer`` to its output, as :func:`engine_prefix` runs it."""
-    cuda = _on_cuda(net)
-    suffix = receiver_suffix(folded(net, [layer], channels_last and cuda) if fold_bn else net, layer)
-    if fuse_relu and cuda:
+    suffix = receiver_suffix(engine_network(net, [layer], **engine), layer)
+    if fuse_relu and _on_cuda(net):
         fuse_conv_relu(suffix)
     return suffix
 

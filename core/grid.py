@@ -23,8 +23,7 @@ from safetensors.torch import save as save_safetensors
 
 from .data import ImageSet, load_dataset
 from .device import autocast_for, resolve_device
-from .folding import folded
-from .fused import Cancelled, Cell, FusedStitches
+from .fused import Cancelled, Cell, FusedStitches, engine_network
 from .layers import Layer, layer_graph, list_layers, resolve_layer
 from .models import Network, load_model, parse_name
 from .results import CONTROLS, MODES, PRESETS, GridConfig, GridResult, _fingerprint, load_grid, summarize
@@ -258,10 +257,10 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
         batch, scored = _eval_batch(device), {}
 
         def score(net):
-            if id(net) not in scored:  # the folded copy is the one the fused passes use too
-                nhwc = engine.get("channels_last") is not False and device.type == "cuda"  # as engine_prefix
-                scored[id(net)] = evaluate_network(folded(net, channels_last=nhwc) if engine.get("fold_bn", True)
-                                                   else net, test_dev, device, batch)
+            if id(net) not in scored:  # the copy the fused passes use too
+                copy = engine_network(net, fold_bn=engine.get("fold_bn", True),
+                                      channels_last=engine.get("channels_last") is not False)
+                scored[id(net)] = evaluate_network(copy, test_dev, device, batch)
             return scored[id(net)]
 
         for job in active:
