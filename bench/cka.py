@@ -23,18 +23,7 @@ from core.device import resolve_device
 from core.grid import cached_model
 from core.layers import list_layers, sender_prefix
 
-from ._util import emit, timer
-
-
-def _random_resnet18(width: int, seed: int, device):
-    from core.architectures import build_architecture
-    from core.data import FASHION_MNIST
-    from core.models import Network, _freeze
-
-    config = {"arch": "resnet", "blocks": [2, 2, 2, 2], "width": width, "in_channels": 1, "num_classes": 10}
-    torch.manual_seed(seed)
-    return Network(f"random ResNet-18 (width {width}, seed {seed})", _freeze(build_architecture(config).to(device)),
-                   FASHION_MNIST.image_shape, 10, FASHION_MNIST.mean, FASHION_MNIST.std, config)
+from ._util import emit, random_resnet, timer
 
 
 def reference(net_a, net_b, layers_a, layers_b, images, batch: int) -> torch.Tensor:
@@ -69,7 +58,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.random_width:
-        net_a, net_b = (_random_resnet18(args.random_width, seed, device) for seed in (0, 1))
+        net_a, net_b = (random_resnet("2222", args.random_width, seed, device,
+                                       name=f"random ResNet-18 (width {args.random_width}, seed {seed})")
+                         for seed in (0, 1))
         args.model_a, args.model_b = net_a.name, net_b.name
     else:
         net_a, net_b = cached_model(args.model_a, str(device)), cached_model(args.model_b, str(device))

@@ -25,10 +25,10 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from core.data import FASHION_MNIST, load_dataset
+from core.data import load_dataset
 from core.device import resolve_device
 
-from ._util import emit, sync
+from ._util import emit, random_resnet, sync
 
 # Kernel names -> category, first match wins (cuDNN, cuBLAS/CUTLASS and ATen kernel names).
 CATEGORIES = [
@@ -50,18 +50,13 @@ def category(name: str) -> str:
 
 def _network(name: str, blocks: str, seed: int, device):
     """The trained ``paper/`` model if present, else random weights of the same architecture."""
-    from core.architectures import build_architecture
     from core.grid import cached_model
-    from core.models import Network, _freeze
+    from core.zoo import ZooError
 
     try:
         return cached_model(name, str(device))
-    except Exception:  # not trained here: timing does not depend on the weights
-        config = {"arch": "resnet", "blocks": [int(b) for b in blocks], "width": 64, "in_channels": 1,
-                  "num_classes": 10}
-        torch.manual_seed(seed)
-        return Network(f"random {name}", _freeze(build_architecture(config).to(device)), FASHION_MNIST.image_shape,
-                       10, FASHION_MNIST.mean, FASHION_MNIST.std, config)
+    except ZooError:  # not trained here: timing does not depend on the weights
+        return random_resnet(blocks, 64, seed, device, name=f"random {name}")
 
 
 def _fused(device, **options):
