@@ -1,18 +1,21 @@
-"""Convolution + bias (+ residual) + ReLU as one cuDNN call, for the frozen networks on a GPU.
+"""Convolution + bias (+ residual) + ReLU as one library call, for the frozen networks.
 
 After BatchNorm folding (:mod:`core.folding`) a ResNet block is ``relu(conv(x) + b)`` and
 ``relu(conv(y) + b + shortcut)``. Eagerly that is a convolution and then two or three more
-passes over the activation: cuDNN does not add the bias, so PyTorch adds it in a separate
-broadcasting kernel, then the residual, then the ReLU. On an H100 those passes took half the
-time of scoring a grid and a third of a training step (BENCHMARKS.md). cuDNN's fused
-convolution-bias-activation, exposed by PyTorch as ``torch.cudnn_convolution_relu`` and
-``torch.cudnn_convolution_add_relu``, does them in the convolution's epilogue (2.3-2.9x the speed
-of the eager sequence for 64 channels at 32x32, measured on the H100).
+passes over the activation: PyTorch adds the bias (cuDNN does not), then the residual, then the
+ReLU, each a separate kernel. Both convolution libraries PyTorch ships can do those in the
+convolution's epilogue:
+
+* on CUDA, cuDNN's fused convolution-bias-activation, ``torch.cudnn_convolution_relu`` and
+  ``torch.cudnn_convolution_add_relu`` (2.3-2.9x the speed of the eager sequence for 64 channels
+  at 32x32, measured on the H100; the eager passes took half the time of scoring a grid there);
+* on a CPU, oneDNN's convolution with post-ops, ``torch.ops.mkldnn._convolution_pointwise`` (the
+  op ``torch.compile`` emits for the same pattern on CPUs; 3.2x the eager sequence for 16
+  channels at 32x32 on this project's 2-core machine, bit-identical results; BENCHMARKS.md).
 
 Why by hand: ``torch.compile`` fuses the same ops but took 5-22 s to compile each receiver
-suffix, more than a whole one-epoch grid now takes; the fused cuDNN ops have no autograd
-formula, so :class:`_ConvBiasReLU` supplies the backward for the input (the frozen weights need
-none).
+suffix, more than a whole one-epoch grid now takes; the fused ops have no autograd formula, so
+:class:`_ConvBiasReLU` supplies the backward for the input (the frozen weights need none).
 
 :func:`fuse_conv_relu` rewrites a traced prefix or suffix (an ``fx.GraphModule``) in place.
 """
@@ -31,12 +34,32 @@ _RELUS = {F.relu, torch.relu, torch.relu_}
 _ADDS = {operator.add, operator.iadd, torch.add}
 
 
-def _conv_bias_relu(x, weight, bias, residual, stride, padding, dilation, groups):
-    """relu(conv(x, weight) + bias [+ residual]): cuDNN's fused op on CUDA, eager ops elsewhere."""
+# dtypes oneDNN's fused convolution takes (float64 and others run the eager ops).
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _fused_op_for(x: torch.Tensor) -> str | None:
+    """Which fused convolution serves ``x``: "cudnn", "onednn", or None (eager ops)."""
     if x.is_cuda:
+        return "cudnn"
+    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
+        return "onednn"
+    return None
+
+
+def _conv_bias_relu(x, weight, bias, residual, stride, padding, dilation, groups):
+    """relu(conv(x, weight) + bias [+ residual]) in one call of the library serving ``x``."""
+    op = _fused_op_for(x)
+    if op == "cudnn":
         if residual is None:
             return torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups)
         return torch.cudnn_convolution_add_relu(x, weight, residual, 1.0, bias, stride, padding, dilation, groups)
+    if op == "onednn":  # note oneDNN's argument order: padding before stride
+        pointwise = torch.ops.mkldnn._convolution_pointwise
+        if residual is None:
+            return pointwise(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+        return pointwise.binary(x, residual, weight, bias, padding, stride, dilation, groups, "add", None, "relu",
+                                [], "")
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     return F.relu(y if residual is None else y + residual)
 
@@ -66,28 +89,29 @@ class _ConvBiasReLU(torch.autograd.Function):
 
 class FusedConvReLU(nn.Module):
     """``relu(conv(x) [+ residual])`` for a frozen ``nn.Conv2d`` (shares its weights): one cuDNN
-    call on CUDA, the eager ops elsewhere or where this cuDNN cannot fuse the convolution."""
+    call on CUDA, one oneDNN call on a CPU, the eager ops where neither serves (other dtypes, no
+    oneDNN) or where the library refuses this convolution."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
-        self.cudnn = True  # set False the first time cuDNN refuses (layout, alignment, version)
+        self.fused = True  # set False the first time the library refuses (layout, alignment, version)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if x.is_cuda and self.cudnn:
+        if self.fused and _fused_op_for(x) is not None:
             try:
-                return self._cudnn(x, residual)
+                return self._fused(x, residual)
             except torch.OutOfMemoryError:
                 raise  # the grid retries with smaller chunks
             except RuntimeError:
-                self.cudnn = False
+                self.fused = False
         y = self.conv(x)
         return F.relu(y if residual is None else y + residual)
 
-    def _cudnn(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        conv = self.conv
+    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        conv, device = self.conv, x.device.type
         # Autocast does not reach into custom functions: cast as it would for a convolution.
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         weight = conv.weight.to(dtype)
         bias = conv.bias.to(dtype) if conv.bias is not None else None
         args = (x.to(dtype), weight, bias, residual.to(dtype) if residual is not None else None,

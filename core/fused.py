@@ -86,11 +86,11 @@ def engine_network(net, layers=(), fold_bn: bool = True, channels_last: bool = T
 
 
 def engine_prefix(net, layers: list[Layer], fuse_relu: bool = True, **engine):
-    """``net`` up to ``layers`` as the engine runs it (:func:`engine_network`; on CUDA each
-    conv + bias (+ residual) + ReLU one cuDNN call, :mod:`core.conv_fusion`). The same
+    """``net`` up to ``layers`` as the engine runs it (:func:`engine_network`; each conv + bias
+    (+ residual) + ReLU one cuDNN or oneDNN call, :mod:`core.conv_fusion`). The same
     activations up to float rounding."""
     prefix = sender_prefix(engine_network(net, layers, **engine), layers)
-    if fuse_relu and _on_cuda(net):
+    if fuse_relu:
         fuse_conv_relu(prefix.extractor)
     return prefix
 
@@ -98,7 +98,7 @@ def engine_prefix(net, layers: list[Layer], fuse_relu: bool = True, **engine):
 def engine_suffix(net, layer: Layer, fuse_relu: bool = True, **engine):
     """``net`` from ``layer`` to its output, as :func:`engine_prefix` runs it."""
     suffix = receiver_suffix(engine_network(net, [layer], **engine), layer)
-    if fuse_relu and _on_cuda(net):
+    if fuse_relu:
         fuse_conv_relu(suffix)
     return suffix
 
@@ -137,7 +137,7 @@ class FusedStitches:
     NCHW for the zoo's grids on 2 CPU cores as well), ``fold_bn`` BatchNorm of
     the frozen networks folded into the preceding convolution (:mod:`core.folding`; exact up to
     float rounding), ``fuse_relu`` each conv + bias (+ residual) + ReLU of the frozen networks
-    as one cuDNN call (CUDA; :mod:`core.conv_fusion`), ``compile`` the receiver suffixes with
+    as one cuDNN (CUDA) or oneDNN (CPU) call (:mod:`core.conv_fusion`), ``compile`` the receiver suffixes with
     ``torch.compile``, ``autotune`` cuDNN's timed search for the fastest algorithm of every
     convolution shape (CUDA; off: on an H100 it cost 12-18 s per grid and its picks ran no faster
     than cuDNN's heuristics').

@@ -1,13 +1,14 @@
 """The conv + bias (+ residual) + ReLU rewrite: same outputs and input gradients as the eager graph.
 
-On the CPU the fused module runs the eager ops (cuDNN's fused op exists only on CUDA), so these
-tests check the graph rewrite and the hand-written backward; the benchmarks check CUDA."""
+On the CPU the fused module runs oneDNN's fused convolution (where PyTorch was built with
+oneDNN, as the pinned wheels are), so these tests check the graph rewrite, the oneDNN call and
+the hand-written backward; the benchmarks check cuDNN's on CUDA."""
 
 import pytest
 import torch
 from torch import nn
 
-from core.conv_fusion import FusedConvReLU, _ConvBiasReLU, fuse_conv_relu
+from core.conv_fusion import FusedConvReLU, _conv_bias_relu, _ConvBiasReLU, _fused_op_for, fuse_conv_relu
 from core.folding import folded
 from core.grid import cached_model
 from core.layers import list_layers, receiver_suffix, sender_prefix
@@ -40,6 +41,8 @@ def test_every_block_of_a_folded_resnet_is_fused_and_the_suffix_is_unchanged(net
         (out * weights).sum().backward()
         (out_fused * weights).sum().backward()
         assert torch.allclose(z_fused.grad, z.grad, atol=1e-5, rtol=1e-4), layer.name
+        if torch.backends.mkldnn.is_available():  # oneDNN ran every fused module, none fell back
+            assert all(m.fused for m in fused.modules() if isinstance(m, FusedConvReLU)), layer.name
 
 
 def test_a_prefix_keeps_every_requested_activation(net):
@@ -82,3 +85,29 @@ def test_trainable_or_unusual_convolutions_are_left_alone():
 
     gm = torch.fx.symbolic_trace(Block())
     assert fuse_conv_relu(gm) == 0
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_onednn_fuses_bias_residual_and_relu_like_the_eager_ops():
+    generator = torch.Generator().manual_seed(3)
+    channels_last = torch.channels_last
+    for stride, kernel, padding in ((1, 3, 1), (2, 3, 1), (2, 1, 0)):
+        conv = nn.Conv2d(8, 12, kernel, stride=stride, padding=padding).requires_grad_(False)
+        x = torch.randn(4, 8, 10, 10, generator=generator).contiguous(memory_format=channels_last)
+        out_size = (10 + 2 * padding - kernel) // stride + 1
+        residual = torch.randn(4, 12, out_size, out_size, generator=generator).contiguous(memory_format=channels_last)
+        assert _fused_op_for(x) == "onednn"
+        for r in (None, residual):
+            got = _conv_bias_relu(x, conv.weight, conv.bias, r, list(conv.stride), list(conv.padding),
+                                  list(conv.dilation), 1)
+            want = torch.relu(conv(x) + (r if r is not None else 0))
+            assert torch.allclose(got, want, atol=1e-6), (stride, kernel, r is None)
+            assert got.is_contiguous(memory_format=channels_last)  # the layout the engine runs in
+
+
+def test_dtypes_the_fused_op_cannot_take_run_the_eager_ops_without_disabling_it():
+    module = FusedConvReLU(nn.Conv2d(3, 5, 3, padding=1).double().requires_grad_(False))
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert _fused_op_for(x) is None
+    assert torch.equal(module(x), torch.relu(module.conv(x)))
+    assert module.fused  # float32 inputs later still get the fused op
