@@ -71,18 +71,15 @@ class Cell:
         return self.sender_layer.name, self.receiver_layer.name
 
 
-def _on_cuda(net) -> bool:
-    return next(net.module.parameters(), torch.empty(0)).is_cuda
-
-
 def engine_network(net, layers=(), fold_bn: bool = True, channels_last: bool = True):
     """The copy of ``net`` the engine runs (same layer names): BatchNorm folded
-    (:mod:`core.folding`), and on CUDA the weights in channels_last order.
+    (:mod:`core.folding`), with its weights in channels_last order.
 
-    On a CPU the weights keep the NCHW order that the CPU figures were measured with: NHWC
-    weights made oneDNN no faster in A/B runs on two cores (slower in the first runs; this
-    machine's noise left it open). The activations are channels_last either way."""
-    return folded(net, layers, channels_last and _on_cuda(net)) if fold_bn else net
+    NHWC weights pay on both devices: a 1-channel input carries no layout, so with NCHW weights
+    the frozen networks ran NCHW throughout (on an H100 every stitch then copied its input), and
+    on a CPU oneDNN fuses a residual add into a convolution only in channels_last (a prefix of the
+    zoo's ResNet-18 on 256 images: 188 ms with NCHW weights, 110 ms with NHWC; BENCHMARKS.md)."""
+    return folded(net, layers, channels_last) if fold_bn else net
 
 
 def engine_prefix(net, layers: list[Layer], fuse_relu: bool = True, **engine):

@@ -111,3 +111,19 @@ def test_dtypes_the_fused_op_cannot_take_run_the_eager_ops_without_disabling_it(
     assert _fused_op_for(x) is None
     assert torch.equal(module(x), torch.relu(module.conv(x)))
     assert module.fused  # float32 inputs later still get the fused op
+
+
+def test_the_engine_runs_a_one_channel_network_channels_last_with_the_same_activations():
+    # oneDNN fuses a residual add into a convolution only in channels_last (in NCHW it silently
+    # runs the eager ops); a 1-channel input carries no layout, so the engine's NHWC weights decide it.
+    from core.fused import engine_prefix
+
+    original = cached_model("zoo/resnet_2222-s0", "cpu")
+    layers = list_layers(original)
+    x = original.prepare(torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(5)))
+    with torch.no_grad():
+        want, got = sender_prefix(original, layers)(x), engine_prefix(original, layers)(x)
+    for layer, a, b in zip(layers, want, got):
+        assert torch.allclose(b, a, atol=1e-4, rtol=1e-4), layer.name
+        if b.dim() == 4:
+            assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous(), layer.name
