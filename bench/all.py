@@ -37,7 +37,8 @@ def plan(cuda: bool) -> list[tuple[str, list[str]]]:
                 ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", [])]
     return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
             ("grid_controls", ["--device", "cpu"]),
-            ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("app_speed", [])]
+            ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("cpu_engine", []),
+            ("app_speed", [])]
 
 
 def _missing_paper_models() -> list[str]:

@@ -10,8 +10,11 @@ convolution's epilogue:
   ``torch.cudnn_convolution_add_relu`` (2.3-2.9x the speed of the eager sequence for 64 channels
   at 32x32, measured on the H100; the eager passes took half the time of scoring a grid there);
 * on a CPU, oneDNN's convolution with post-ops, ``torch.ops.mkldnn._convolution_pointwise`` (the
-  op ``torch.compile`` emits for the same pattern on CPUs; 3.2x the eager sequence for 16
-  channels at 32x32 on this project's 2-core machine, bit-identical results; BENCHMARKS.md).
+  op ``torch.compile`` emits for the same pattern on CPUs), bit-identical to the eager ops: on
+  this project's 2 cores 1.4x (1.8x with a residual) the speed of the eager sequence for 16
+  channels at 32x32, 1.0-1.2x at 32-128 channels (``python -m bench.cpu_engine``). oneDNN fuses
+  the residual add only in channels_last, which is how the engine runs (see
+  :func:`core.fused.engine_network`); in NCHW the op quietly runs the eager sequence.
 
 Why by hand: ``torch.compile`` fuses the same ops but took 5-22 s to compile each receiver
 suffix, more than a whole one-epoch grid now takes; the fused ops have no autograd formula, so

@@ -76,9 +76,9 @@ def engine_network(net, layers=(), fold_bn: bool = True, channels_last: bool = T
     (:mod:`core.folding`), with its weights in channels_last order.
 
     NHWC weights pay on both devices: a 1-channel input carries no layout, so with NCHW weights
-    the frozen networks ran NCHW throughout (on an H100 every stitch then copied its input), and
-    on a CPU oneDNN fuses a residual add into a convolution only in channels_last (a prefix of the
-    zoo's ResNet-18 on 256 images: 188 ms with NCHW weights, 110 ms with NHWC; BENCHMARKS.md)."""
+    the frozen networks ran NCHW throughout (on an H100 every stitch then copied its input; on
+    two CPU cores the zoo ResNet-18's prefix to its 9 layers took 205 ms per 256 images against
+    124 ms with NHWC weights, ``python -m bench.cpu_engine``)."""
     return folded(net, layers, channels_last) if fold_bn else net
 
 
