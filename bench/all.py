@@ -31,7 +31,7 @@ PAPER_MODELS = ("resnet_1111-s0", "resnet_2222-s0", "resnet_2222-s1")
 def plan(cuda: bool) -> list[tuple[str, list[str]]]:
     """(benchmark module, arguments) in the order they run."""
     if cuda:
-        return [("grid_train", ["--variants", "fused,unfused", "--warm"]), ("grid_lstsq", []),
+        return [("grid_train", ["--variants", "fused,unfused,conv_stitches", "--warm"]), ("grid_lstsq", []),
                 ("grid_controls", ["--sender", "zoo/resnet_1111-s0", "--receiver", "zoo/resnet_2222-s0",
                                    "--train-limit", "15000"]),
                 ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", [])]

@@ -70,7 +70,8 @@ def conv(repeats: int) -> list[dict]:
             "fused_residual": lambda: pointwise.binary(x, residual, weight, bias, one, one, one, 1, "add", None,
                                                        "relu", [], ""),
         }, repeats)
-        rows.append({"channels": channels, "pixels": pixels, **{f"{k}_ms": round(v * 1e3, 2) for k, v in figures.items()}})
+        rows.append({"channels": channels, "pixels": pixels,
+                     **{f"{k}_ms": round(v * 1e3, 2) for k, v in figures.items()}})
         print(rows[-1], flush=True)
     return rows
 

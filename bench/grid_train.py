@@ -10,8 +10,9 @@ pairs), one epoch of Fashion-MNIST at batch 256, SGD lr 0.01, momentum 0.9, weig
   folding or fusion tricks), ``fused`` (the engine's defaults: bf16 autocast, channels_last,
   BatchNorm folded, conv + bias (+ residual) + ReLU as one cuDNN call, cuDNN's heuristics pick
   the algorithms), ``unfused`` (the defaults without the conv + ReLU fusion), ``autotune`` (the
-  defaults, cuDNN timing every algorithm per shape instead), ``compiled`` (the defaults plus
-  torch.compile, compile time included).
+  defaults, cuDNN timing every algorithm per shape instead), ``conv_stitches`` (the defaults,
+  k x k stride-k stitches as cuDNN convolutions rather than one matrix product each),
+  ``compiled`` (the defaults plus torch.compile, compile time included).
 
 With ``--warm`` each variant runs a second time in the same process with new stitches: the
 first run pays cuDNN's per-shape set-up and autotuning, the second is what a long-lived process
@@ -41,6 +42,7 @@ VARIANTS = {
     "fused": {},
     "unfused": {"fuse_relu": False},
     "autotune": {"autotune": True},
+    "conv_stitches": {"patch_product": False},
     "compiled": {"compile": True},
 }
 

@@ -137,12 +137,13 @@ class FusedStitches:
     as one cuDNN (CUDA) or oneDNN (CPU) call (:mod:`core.conv_fusion`), ``compile`` the receiver suffixes with
     ``torch.compile``, ``autotune`` cuDNN's timed search for the fastest algorithm of every
     convolution shape (CUDA; off: on an H100 it cost 12-18 s per grid and its picks ran no faster
-    than cuDNN's heuristics').
+    than cuDNN's heuristics'), ``patch_product`` k x k stride-k stitches as one matrix product
+    rather than cuDNN's convolution (CUDA; :meth:`core.stitches.Stitch._patch_product`).
     """
 
     def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None,
                  channels_last: bool | None = None, fold_bn: bool = True, compile: bool = False,
-                 autotune: bool = False, fuse_relu: bool = True):
+                 autotune: bool = False, fuse_relu: bool = True, patch_product: bool = True):
         self.cells = cells
         self.device = device
         self.autotune = autotune
@@ -151,6 +152,7 @@ class FusedStitches:
         self.fold_bn = fold_bn
         for cell in cells:
             cell.stitch.to(device)
+            cell.stitch.patch_product = patch_product
             if self.channels_last:
                 cell.stitch.to(memory_format=torch.channels_last)
         self._engine = {"fold_bn": fold_bn, "channels_last": self.channels_last, "fuse_relu": fuse_relu}

@@ -144,6 +144,10 @@ def _batchnorm(shape) -> nn.Module:
 class Stitch(nn.Module):
     """``[BatchNorm] -> resample -> linear -> [BatchNorm] -> reshape``, from sender to receiver shape."""
 
+    # k x k stride-k stitches run on CUDA as one matrix product (:meth:`_patch_product`); False
+    # runs cuDNN's convolution instead (the engine's ``patch_product`` option, for benchmarks).
+    patch_product = True
+
     def __init__(self, sender_shape, receiver_shape, bn_before: bool = False, bn_after: bool = False,
                  max_params: int = DEFAULT_MAX_PARAMS):
         super().__init__()
@@ -185,7 +189,7 @@ class Stitch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.resample(self.bn_before(x))
-        if self.kind == "conv_kxk" and x.is_cuda:
+        if self.kind == "conv_kxk" and x.is_cuda and self.patch_product:
             y = self._patch_product(x)
         else:
             y = self.linear(x)

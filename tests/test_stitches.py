@@ -49,6 +49,20 @@ def test_conv_kxk_uses_stride_k_and_grow_equals_upsample_then_conv():
     assert torch.allclose(grow(x), reference, atol=1e-6)
 
 
+def test_the_engine_option_patch_product_reaches_every_stitch():
+    # bench.grid_train's conv_stitches variant compares the two ways on a GPU
+    from core.fused import Cell, FusedStitches
+    from core.grid import cached_model
+    from core.layers import list_layers
+
+    net = cached_model("zoo/resnet_1111-s0", "cpu")
+    first, last = list_layers(net)[0], list_layers(net)[-2]
+    for option in (True, False):
+        cells = [Cell(net, net, first, last, make_stitch(first.shape, last.shape, seed=0))]
+        FusedStitches(cells, torch.device("cpu"), patch_product=option)
+        assert cells[0].stitch.kind == "conv_kxk" and cells[0].stitch.patch_product is option
+
+
 @pytest.mark.parametrize("sender,receiver", [((16, 4, 4), (8, 16, 16)), ((16, 4, 4), (8, 7, 7)),
                                              ((16, 32, 32), (8, 4, 4)), ((16, 8, 8), (8, 8, 8))])
 def test_channels_last_in_gives_channels_last_out(sender, receiver):
