@@ -37,15 +37,17 @@ _RELUS = {F.relu, torch.relu, torch.relu_}
 _ADDS = {operator.add, operator.iadd, torch.add}
 
 
-# dtypes oneDNN's fused convolution takes (float64 and others run the eager ops).
+# dtypes oneDNN's fused convolution takes (float64 and others run the eager ops). The op is
+# PyTorch-internal (inductor's): a build without it runs the eager ops.
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def _fused_op_for(x: torch.Tensor) -> str | None:
     """Which fused convolution serves ``x``: "cudnn", "onednn", or None (eager ops)."""
     if x.is_cuda:
         return "cudnn"
-    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
+    if _ONEDNN and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES:
         return "onednn"
     return None
 
