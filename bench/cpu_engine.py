@@ -5,8 +5,8 @@ so separate runs cannot show a 10-20 % effect; here every variant runs in turn, 
 times, and the median is reported.
 
 * ``conv``: one 3 x 3 convolution + bias (+ residual) + ReLU at the zoo's shapes (batch 320 =
-  five stitches of 64 images, channels_last), the eager ops against oneDNN's fused op
-  (``torch.ops.mkldnn._convolution_pointwise``, :mod:`core.conv_fusion`);
+  five stitches of 64 images, channels_last), the eager ops against the engine's fused call
+  (oneDNN's ``torch.ops.mkldnn._convolution_pointwise``, :mod:`core.conv_fusion`);
 * ``prefix``: the zoo ResNet-18 (``zoo/resnet_2222-s0``) folded, up to all 9 of its layers, on
   256 images: NCHW or NHWC weights x eager or fused;
 * ``engine``: :class:`core.fused.FusedStitches` of the zoo's default 45 cells (R1111 -> R2222):
@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from core.conv_fusion import fuse_conv_relu
+from core.conv_fusion import _conv_bias_relu, fuse_conv_relu
 from core.data import load_dataset
 from core.folding import folded
 from core.fused import FusedStitches
@@ -54,7 +54,6 @@ def interleaved(variants: dict, repeats: int) -> dict:
 
 
 def conv(repeats: int) -> list[dict]:
-    pointwise = torch.ops.mkldnn._convolution_pointwise
     rows = []
     generator = torch.Generator().manual_seed(0)
     for channels, pixels in [(16, 32), (32, 16), (64, 8), (128, 4)]:
@@ -62,13 +61,12 @@ def conv(repeats: int) -> list[dict]:
         residual = torch.randn(320, channels, pixels, pixels, generator=generator).contiguous(**CL)
         weight = (torch.randn(channels, channels, 3, 3, generator=generator) * 0.1).contiguous(**CL)
         bias = torch.randn(channels, generator=generator)
-        one = [1, 1]
-        figures = interleaved({
+        one = [1, 1]  # stride, padding, dilation
+        figures = interleaved({  # the fused calls are the engine's own (oneDNN on a CPU)
             "eager": lambda: F.relu(F.conv2d(x, weight, bias, 1, 1)),
-            "fused": lambda: pointwise(x, weight, bias, one, one, one, 1, "relu", [], ""),
+            "fused": lambda: _conv_bias_relu(x, weight, bias, None, one, one, one, 1),
             "eager_residual": lambda: F.relu(F.conv2d(x, weight, bias, 1, 1) + residual),
-            "fused_residual": lambda: pointwise.binary(x, residual, weight, bias, one, one, one, 1, "add", None,
-                                                       "relu", [], ""),
+            "fused_residual": lambda: _conv_bias_relu(x, weight, bias, residual, one, one, one, 1),
         }, repeats)
         rows.append({"channels": channels, "pixels": pixels,
                      **{f"{k}_ms": round(v * 1e3, 2) for k, v in figures.items()}})

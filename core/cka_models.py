@@ -6,7 +6,7 @@ batch is folded into a :class:`core.cka.MinibatchCKA` and dropped, so memory is 
 whatever the dataset size.
 
 The networks run as the stitching engine runs them (:func:`core.fused.engine_prefix`: BatchNorm
-folded into the convolutions; on CUDA NHWC weights and conv + ReLU fused), and the images are
+folded into the convolutions, NHWC weights, conv + bias (+ residual) + ReLU fused), and the images are
 moved to the device once: copying each batch from host memory made the host wait for the GPU
 every batch.
 """

@@ -135,9 +135,9 @@ class FusedStitches:
     the frozen networks folded into the preceding convolution (:mod:`core.folding`; exact up to
     float rounding), ``fuse_relu`` each conv + bias (+ residual) + ReLU of the frozen networks
     as one cuDNN (CUDA) or oneDNN (CPU) call (:mod:`core.conv_fusion`), ``compile`` the receiver
-    suffixes with ``torch.compile``, ``autotune`` cuDNN's timed search for the fastest algorithm of every
-    convolution shape (CUDA; off: on an H100 it cost 12-18 s per grid and its picks ran no faster
-    than cuDNN's heuristics'), ``patch_product`` k x k stride-k stitches as one matrix product
+    suffixes with ``torch.compile``, ``autotune`` cuDNN's timed search for the fastest algorithm
+    of every convolution shape (CUDA; off: on an H100 it cost 12-18 s per grid and its picks ran
+    no faster than cuDNN's heuristics'), ``patch_product`` k x k stride-k stitches as one matrix product
     rather than cuDNN's convolution (CUDA; :meth:`core.stitches.Stitch._patch_product`).
     """
 
