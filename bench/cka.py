@@ -16,7 +16,7 @@ import io
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.cka import hsic_unbiased
+from core.cka import gram_precision, hsic_unbiased
 from core.cka_models import model_cka
 from core.data import load_dataset
 from core.device import resolve_device
@@ -82,10 +82,13 @@ def main(argv=None) -> dict:
         out["libraries"][name] = figures
         print(name, figures, flush=True)
 
-    for gram in ("float64", "tf32x3"):
+    # "auto" (the default) is float32 on a CPU and float64 on a GPU (core.cka.gram_precision);
+    # tf32x3 is a CUDA-only method (float64 elsewhere).
+    out["auto_gram"] = gram_precision("auto", device)
+    for gram in ("float64", "float32") + (("tf32x3",) if device.type == "cuda" else ()):
         record(f"stitchlab ({gram} Gram)", lambda gram=gram: torch.tensor(model_cka(
             net_a, net_b, names_a, names_b, limit=args.images, batch_size=args.batch_size, device=device,
-            gram=gram).cka))
+            gram=gram).cka, dtype=torch.float64))  # CkaResult holds Python floats: keep their 53 bits
     try:
         from cka import compute_cka  # pytorch-cka
 

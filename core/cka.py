@@ -22,9 +22,13 @@ bandwidth s = ``sigma`` x the median pairwise distance, i < j, of that batch).
 Numerics (why they are as they are): activations of real networks can be large and far from
 zero, and an uncentred float32 Gram matrix then loses most of its digits to cancellation
 (pytorch-cka deviates from a float64 reference by up to 0.05 on two ResNet-18s). Here features
-are cast to float64 and centred per batch *before* forming kernels; the linear kernel's
-unbiased HSIC is exactly invariant to shifting the features, so centring changes nothing but
-the rounding. Every HSIC sum is float64. A layer whose self-HSIC is not positive (constant
+are centred per batch *before* forming kernels; the linear kernel's unbiased HSIC is exactly
+invariant to shifting the features, so centring changes nothing but the rounding. Every HSIC
+sum is float64. The Gram matrices themselves are float64 on a GPU (as fast as float32 there) and
+float32 on a CPU (twice as fast there), see :func:`gram_precision`: centred in float32, features
+are exact up to one shift shared by every example (the mean's rounding), which the estimator
+ignores, so only the Gram's own rounding remains (about 1e-9 of CKA on ResNets and on the
+tests' data). A layer whose self-HSIC is not positive (constant
 features) makes CKA undefined: that raises ``ValueError`` naming the layer, never NaN, and
 nothing is clamped.
 
@@ -39,21 +43,25 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["GRAMS", "KERNELS", "MinibatchCKA", "cka_matrix", "hsic_biased", "hsic_unbiased"]
+__all__ = ["GRAMS", "KERNELS", "MinibatchCKA", "cka_matrix", "gram_precision", "hsic_biased", "hsic_unbiased"]
 
 KERNELS = ("linear", "rbf")
 _MIN_BATCH = 4  # the unbiased estimator divides by n - 3
 
 
 # --- kernels -----------------------------------------------------------------------------------
-def _centred(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ``(n, ...)`` -> float64 ``(n, p)`` centred over the examples, and whether they vary.
+def _centred(x: torch.Tensor, name: str, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``(n, ...)`` -> ``(n, p)`` of ``dtype`` centred over the examples, and whether they vary.
+
+    In float32, centring is exact up to the mean's rounding (x - m is exact for x near m, and
+    elsewhere rounds relative to the centred value), a shift shared by every example that both
+    HSIC estimators and the RBF kernel's distances ignore.
 
     The flag is a 0-d tensor, checked only when a result is read: on a GPU, reading it here would
     stall the queue per layer and batch (it cost more than all the arithmetic). It is computed on
-    the features as they come (an exact comparison, at half the memory traffic of float64).
-    Identical rows give exact zeros (the mean of n equal floats need not equal them exactly).
-    Whether the features are finite is read off their Gram matrix (see :func:`_kernel`)."""
+    the features as they come (exact, at half the memory traffic of float64). Identical rows give
+    exact zeros (the mean of n equal floats need not equal them exactly). Whether the features
+    are finite is read off their Gram matrix (see :func:`_kernel`)."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"features of {name} must have the examples as their first dimension, got shape "
                          f"{tuple(x.shape)}")
@@ -63,23 +71,54 @@ def _centred(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         # matrix does not depend on the order of the features.
         x = x.permute(0, 2, 3, 1)
     x = x.reshape(x.shape[0], -1)  # (n, ...) -> (n, p)
-    varies = (x != x[:1]).any() if x.shape[1] else torch.zeros((), dtype=torch.bool, device=x.device)
-    xc = x.to(torch.float64)
-    xc -= xc.mean(0, keepdim=True)
+    if not x.shape[1]:
+        varies = torch.zeros((), dtype=torch.bool, device=x.device)
+    elif x.device.type == "cpu":  # two column reductions read x at full speed: 2 ms against 12 ms for 500 x 16,384
+        varies = (x.amax(0) != x.amin(0)).any()  # a NaN makes both NaN, so "varies", as below
+    else:  # one comparison and one reduction: fewer launches, which bound CKA's time on a GPU
+        varies = (x != x[:1]).any()
+    if dtype == torch.float64:
+        xc = x.to(torch.float64)
+        xc -= xc.mean(0, keepdim=True)
+    else:  # the float32 mean's rounding shifts every example alike, which the estimator ignores
+        x = x.to(dtype)
+        xc = x - x.mean(0, keepdim=True)
     return xc.mul_(varies), varies
 
 
-GRAMS = ("float64", "tf32x3")
+GRAMS = ("auto", "float64", "float32", "tf32x3")
+
+
+def gram_precision(gram: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """The Gram precision that ``gram`` means for features of ``dtype`` on ``device``.
+
+    ``"auto"`` is ``"float32"`` for features of at most 32 bits on a CPU whose float32 matrix
+    products are IEEE (PyTorch's default; ``torch.set_float32_matmul_precision("medium")`` makes
+    oneDNN round them to bfloat16), and ``"float64"`` everywhere else: float64 features keep
+    their digits. Why per device: on two CPU cores a float64 product runs at half the float32
+    rate and was 2.6 s of a 5.9 s CKA run (BENCHMARKS.md); on an H100 float64 runs on tensor
+    cores as fast as float32, and a float32 product silently becomes TF32 wherever a user allows
+    it."""
+    if gram not in GRAMS:
+        raise ValueError(f"unknown gram precision {gram!r}: choose one of {', '.join(GRAMS)}")
+    if gram != "auto":
+        return gram
+    ieee = torch.backends.mkldnn.matmul.fp32_precision in ("none", "ieee")
+    narrow = dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return "float32" if torch.device(device).type == "cpu" and ieee and narrow else "float64"
 
 
 def _gram(xc: torch.Tensor, gram: str = "float64") -> torch.Tensor:
-    """``xc @ xc.T`` of centred float64 features, as float64.
+    """``xc @ xc.T`` of centred features, as float64.
 
+    ``"float32"``: the product in ``xc``'s own float32 (see :func:`gram_precision`).
     ``"tf32x3"`` (CUDA only; elsewhere float64): each float32 value is split into a part that
     TF32 holds exactly (10 mantissa bits) and the remainder, and the three products that matter
     (hi·hi, hi·lo, lo·hi) run on tensor cores: close to float32 accuracy at several times
     float64's speed. Centring happened before, in float64, so no large offset is lost.
     """
+    if gram == "float32":
+        return (xc @ xc.T).to(torch.float64)
     if gram == "float64" or xc.device.type != "cuda":
         return xc @ xc.T
     x = xc.float()
@@ -93,22 +132,37 @@ def _gram(xc: torch.Tensor, gram: str = "float64") -> torch.Tensor:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def _kernel(xc: torch.Tensor, varies: torch.Tensor, kernel: str, sigma: float,
-            gram_precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``(n, n)`` float64 kernel of centred features ``xc`` (all zeros for constant features),
-    and two 0-d flags, checked when a result is read: whether the features were finite, and
-    False where the RBF bandwidth came out 0.
+def _features_gram(x: torch.Tensor, name: str, gram: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 Gram matrix of ``x``'s centred features at the precision ``gram`` (a resolved
+    name, see :func:`gram_precision`), and whether the features vary (see :func:`_centred`).
+
+    A float32 Gram overflows where float64 does not (rows of norm above about 1e19): then this
+    layer and batch are redone in float64, so an overflow is never reported as a non-finite
+    feature. That check reads a value back, free on a CPU, where ``"auto"`` picks float32."""
+    if gram == "float32":
+        xc, varies = _centred(x, name, torch.float32)
+        product = _gram(xc, gram)
+        if bool(torch.isfinite(product.diagonal()).all()):
+            return product, varies
+    xc, varies = _centred(x, name)
+    return _gram(xc, gram), varies
+
+
+def _kernel(gram: torch.Tensor, varies: torch.Tensor, kernel: str,
+            sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``(n, n)`` float64 kernel of centred features with float64 Gram matrix ``gram`` (all
+    zeros for constant features), and two 0-d flags, checked when a result is read: whether the
+    features were finite, and False where the RBF bandwidth came out 0.
 
     A constant kernel has zero HSIC (biased and unbiased) with anything, so zeros are exact
     (constant features arrive here as exact zeros, so the linear kernel needs no test). Nothing
     here reads a value back to the host: on a GPU that would stall the queue per layer and batch.
     A NaN or infinity anywhere in a row makes that row's centred squared norm (the Gram diagonal)
     NaN or infinite, so checking the n diagonal entries replaces a pass over all n x p features."""
-    n = xc.shape[0]
-    gram = _gram(xc, gram_precision)  # (n, n)
+    n = gram.shape[0]
     finite = torch.isfinite(gram.diagonal()).all()
     if kernel == "linear":
-        return gram, finite, torch.ones((), dtype=torch.bool, device=xc.device)
+        return gram, finite, torch.ones((), dtype=torch.bool, device=gram.device)
     sq_norms = gram.diagonal()
     # Rounding can make a squared distance slightly negative; it is a distance, so >= 0.
     d2 = (sq_norms[:, None] + sq_norms[None, :] - 2 * gram).clamp_min_(0.0)
@@ -167,6 +221,9 @@ class MinibatchCKA:
         kernel: ``"linear"`` or ``"rbf"``; sigma: the RBF bandwidth as a fraction of the
             batch's median pairwise distance.
         names_a, names_b: layer names for error messages (default ``a[0]``, ``b[0]``, ...).
+        gram: the Gram matrices' precision: ``"auto"`` (float32 on a CPU, float64 on a GPU; see
+            :func:`gram_precision`), ``"float64"``, ``"float32"`` or ``"tf32x3"``
+            (split-precision tensor-core products on CUDA, float64 elsewhere; see :func:`_gram`).
 
     Example::
 
@@ -179,10 +236,9 @@ class MinibatchCKA:
 
     def __init__(self, n_a: int, n_b: int, kernel: str = "linear", sigma: float = 0.8,
                  names_a: Sequence[str] | None = None, names_b: Sequence[str] | None = None,
-                 gram: str = "float64"):
+                 gram: str = "auto"):
         _check_kernel(kernel, sigma)
-        if gram not in GRAMS:
-            raise ValueError(f"unknown gram precision {gram!r}: choose one of {', '.join(GRAMS)}")
+        gram_precision(gram, "cpu")  # refuses an unknown name now rather than at the first batch
         self.gram = gram
         if n_a < 1 or n_b < 1:
             raise ValueError(f"CKA needs at least one layer on each side, got {n_a} and {n_b}")
@@ -209,8 +265,8 @@ class MinibatchCKA:
         flat, row_sums, varied, finite, bandwidth = [], [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:  # a tensor on both sides (a network with itself) is done once
-                xc, varies = _centred(x, name)
-                kernel, is_finite, bandwidth_ok = _kernel(xc, varies, self.kernel, self.sigma, self.gram)
+                gram, varies = _features_gram(x, name, gram_precision(self.gram, x.device, x.dtype))
+                kernel, is_finite, bandwidth_ok = _kernel(gram, varies, self.kernel, self.sigma)
                 cache[id(x)] = (kernel.fill_diagonal_(0.0), varies, is_finite, bandwidth_ok)  # K~
             kt, varies, is_finite, bandwidth_ok = cache[id(x)]
             flat.append(kt.reshape(-1))
@@ -323,7 +379,7 @@ def _check_minibatch(batch_size, n: int) -> None:
 # --- CKA of given features ----------------------------------------------------------------------
 def cka_matrix(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor], kernel: str = "linear",
                batch_size: int | None = None, sigma: float = 0.8, names_a: Sequence[str] | None = None,
-               names_b: Sequence[str] | None = None) -> torch.Tensor:
+               names_b: Sequence[str] | None = None, gram: str = "auto") -> torch.Tensor:
     """CKA between every layer in ``feats_a`` and every layer in ``feats_b``.
 
     Args:
@@ -335,6 +391,7 @@ def cka_matrix(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor],
             last batch of fewer than 4 examples is folded into the one before it).
         sigma: RBF bandwidth as a fraction of the median pairwise distance (per batch).
         names_a, names_b: layer names for error messages (default ``a[0]``, ``b[0]``, ...).
+        gram: the Gram matrices' precision, as in :class:`MinibatchCKA`.
 
     Returns:
         float64 ``(len(feats_a), len(feats_b))`` on the CPU; rows are the layers of a.
@@ -346,15 +403,16 @@ def cka_matrix(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor],
         tensor([[1., 1.]], dtype=torch.float64)
     """
     _check_kernel(kernel, sigma)
+    gram_precision(gram, "cpu")  # refuses an unknown name
     feats_a, feats_b = list(feats_a), list(feats_b)
     if not feats_a or not feats_b:
         raise ValueError(f"CKA needs at least one layer on each side, got {len(feats_a)} and {len(feats_b)}")
     names_a, names_b = _names(names_a, len(feats_a), "a"), _names(names_b, len(feats_b), "b")
     n = _batch_size(feats_a + feats_b, names_a + names_b)
     if batch_size is None:
-        return _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b)
+        return _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b, gram)
     _check_minibatch(batch_size, n)
-    acc = MinibatchCKA(len(feats_a), len(feats_b), kernel, sigma, names_a, names_b)
+    acc = MinibatchCKA(len(feats_a), len(feats_b), kernel, sigma, names_a, names_b, gram)
     for start, stop in _spans(n, batch_size):
         cut: dict[int, torch.Tensor] = {}  # slice each distinct tensor once, so a shared one stays shared
         acc.update([cut.setdefault(id(x), x[start:stop]) for x in feats_a],
@@ -362,7 +420,7 @@ def cka_matrix(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor],
     return acc.result()
 
 
-def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b) -> torch.Tensor:
+def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b, precision: str) -> torch.Tensor:
     """Kornblith et al.'s CKA with HSIC0 = tr(KHLH)/(n-1)^2, all pairs with one matmul."""
     n = feats_a[0].shape[0]
     if n < 2:
@@ -373,8 +431,8 @@ def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b) -> torch.Tens
         kernels, varied, finite, bandwidth = [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:
-                xc, varies = _centred(x, name)
-                K, is_finite, bandwidth_ok = _kernel(xc, varies, kernel, sigma)
+                gram, varies = _features_gram(x, name, gram_precision(precision, x.device, x.dtype))
+                K, is_finite, bandwidth_ok = _kernel(gram, varies, kernel, sigma)
                 row_mean = K.mean(1, keepdim=True)  # K is symmetric: column means are row_mean.T
                 K.sub_(row_mean).sub_(row_mean.T).add_(row_mean.mean())  # H K H, in place (K can be large)
                 cache[id(x)] = (K.reshape(-1), varies, is_finite, bandwidth_ok)

@@ -100,7 +100,7 @@ def _folded_batches(data, batch_size: int, device):
 
 def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fashion-mnist",
               limit: int | None = None, batch_size: int = 500, kernel: str = "linear", sigma: float = 0.8,
-              device="auto", progress=None, cancel=None, gram: str = "float64") -> CkaResult:
+              device="auto", progress=None, cancel=None, gram: str = "auto") -> CkaResult:
     """Minibatch CKA between every layer of ``model_a`` and every layer of ``model_b``.
 
     The test split of ``dataset`` (its first ``limit`` images) streams through both networks
@@ -118,8 +118,9 @@ def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fa
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``; names are loaded there. A Network is run
             where it lives (with ``"auto"``, the first one's device is used for the HSIC sums).
         progress: called as ``progress(fraction, message)`` after every batch.
-        gram: ``"float64"`` (default) or ``"tf32x3"`` (split-precision tensor-core Gram
-            matrices on CUDA; see :func:`_gram` and BENCHMARKS.md for speed and accuracy).
+        gram: the Gram matrices' precision: ``"auto"`` (float32 on a CPU, float64 on a GPU),
+            ``"float64"``, ``"float32"`` or ``"tf32x3"``; see :class:`core.cka.MinibatchCKA`
+            and BENCHMARKS.md for speed and accuracy.
         cancel: a callable; returning True stops the run with :class:`core.fused.Cancelled`.
 
     Example::

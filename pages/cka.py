@@ -25,8 +25,8 @@ if found is None and st.button("Compute CKA", type="primary"):
 jobs.progress_panel()
 jobs.show_errors()
 if found is None:
-    st.info("No CKA matrix stored for these settings yet: press **Compute CKA** (about 10 s for 2,000 images "
-            "on a CPU).")
+    st.info("No CKA matrix stored for these settings yet: press **Compute CKA** (4–8 s for 2,000 images on "
+            "two CPU cores).")
     st.stop()
 
 cka = load_cka(store(), found["id"])

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from core.cka import MinibatchCKA, cka_matrix, hsic_unbiased
+from core.cka import MinibatchCKA, cka_matrix, gram_precision, hsic_unbiased
 from core.cka_models import model_cka, stitch_cka
 from core.fused import Cancelled, engine_prefix
 from core.layers import resolve_layer, sender_prefix
@@ -134,9 +134,49 @@ def test_stays_accurate_when_activations_are_in_the_thousands():
     assert ours_full == pytest.approx(ref_full, rel=1e-4)
     assert ours_mini == pytest.approx(ref_mini, rel=1e-4)
     # Uncentred float32 Grams lose their digits to cancellation: measured 5e-3 to 1e-2 off here
-    # (seeds 0-3), against ~1e-11 for the float64, centred computation.
+    # (seeds 0-3), against 6e-11 to 1.3e-9 for float32 Grams of centred features (the CPU's default)
+    # and ~1e-11 for float64 ones.
     naive_error = abs(_naive_float32_minibatch(x32, y32, 200) - ref_mini)
     assert naive_error > 1e-3 and naive_error > 100 * abs(ours_mini - ref_mini)
+
+
+@pytest.mark.parametrize("batch_size", [None, 200])
+def test_float32_grams_of_centred_features_are_as_good_as_float64_ones(batch_size):
+    # Centred in float32, the features are exact up to one shared shift (the mean's rounding),
+    # which the estimator ignores; what is left is the float32 product's rounding (measured
+    # 6e-11 to 1.3e-9 here, seeds 0-3, against the naive float32 computation's 5e-3 to 1e-2).
+    x, y = _data(400, p=64, q=48)
+    x32, y32 = (x * 1000 + 5000).float(), (y * 1000 + 5000).float()
+    f64 = cka_matrix([x32], [y32], batch_size=batch_size, gram="float64").item()
+    f32 = cka_matrix([x32], [y32], batch_size=batch_size, gram="float32").item()
+    assert f32 == pytest.approx(f64, abs=1e-8) and f32 != f64  # float32 did run, and lost next to nothing
+    assert cka_matrix([x32], [y32], batch_size=batch_size).item() == f32  # "auto" on a CPU
+    assert cka_matrix([x32.double()], [y32.double()], batch_size=batch_size).item() == f64  # float64 stays float64
+
+
+def test_auto_gram_precision_is_float32_only_on_an_ieee_cpu_for_32_bit_features():
+    assert gram_precision("auto", "cpu", torch.float32) == "float32"
+    assert gram_precision("auto", "cpu", torch.bfloat16) == "float32"
+    assert gram_precision("auto", "cpu", torch.float64) == "float64"
+    assert gram_precision("auto", "cuda", torch.float32) == "float64"
+    assert gram_precision("tf32x3", "cpu") == "tf32x3"
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # what set_float32_matmul_precision("medium") does
+    try:
+        assert gram_precision("auto", "cpu", torch.float32) == "float64"
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+    with pytest.raises(ValueError, match="unknown gram precision 'float16': choose one of auto, float64"):
+        MinibatchCKA(1, 1, gram="float16")
+
+
+def test_a_float32_gram_that_overflows_is_redone_in_float64():
+    x, y = _data(64, p=24, q=16)
+    huge = (x * 1e20).float()  # finite in float32, but its squared norms are not
+    assert torch.isfinite(huge).all() and not torch.isfinite(huge @ huge.T).all()
+    for batch_size in (None, 32):
+        expected = cka_matrix([x], [y], batch_size=batch_size).item()  # CKA ignores the scale
+        assert cka_matrix([huge], [y.float()], batch_size=batch_size).item() == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
@@ -340,5 +380,8 @@ def test_channels_last_features_give_the_same_cka_as_contiguous_ones():
     x, y = torch.randn(40, 8, 5, 5, generator=generator), torch.randn(40, 6, 4, 4, generator=generator)
     nhwc = x.contiguous(memory_format=torch.channels_last)
     for batch_size in (None, 10):
-        expected = cka_matrix([x], [y], batch_size=batch_size)
-        assert torch.allclose(cka_matrix([nhwc], [y], batch_size=batch_size), expected, atol=1e-12, rtol=0)
+        expected = cka_matrix([x], [y], batch_size=batch_size, gram="float64")
+        assert torch.allclose(cka_matrix([nhwc], [y], batch_size=batch_size, gram="float64"), expected, atol=1e-12,
+                              rtol=0)
+        # float32 Gram matrices (the CPU's default) sum in another order: equal up to their rounding
+        assert torch.allclose(cka_matrix([nhwc], [y], batch_size=batch_size), expected, atol=1e-6, rtol=0)
