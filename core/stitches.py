@@ -219,13 +219,23 @@ class Stitch(nn.Module):
         return x.reshape(-1, x.shape[-1])  # linear: (B, D); tokens: (B*T, D)
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
-        """Non-overlapping k x k patches ``(B*H/k*W/k, C*k*k)`` in the conv weight's order (k
-        divides H and W): ``F.unfold(x, k, stride=k)`` as one strided copy (on CUDA unfold runs one
-        kernel per image)."""
+        """Non-overlapping k x k patches ``(B*H/k*W/k, k*k*C)`` (k divides H and W), each in
+        (row, column, channel) order, the order of a channels_last map: the copy then moves whole
+        rows of k*C contiguous values, 5-17x faster on a CPU than the (channel, row, column)
+        order of ``F.unfold`` and of the conv weight (:meth:`row_weight` permutes the weight
+        instead). One strided copy: on CUDA ``F.unfold`` runs one kernel per image."""
         b, c, h, w = x.shape
         k = self.linear.kernel_size[0]
         patches = x.reshape(b, c, h // k, k, w // k, k)
-        return patches.permute(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)  # (B, H/k, W/k, C, k, k)
+        return patches.permute(0, 2, 4, 3, 5, 1).reshape(-1, k * k * c)  # (B, H/k, W/k, k, k, C)
+
+    def row_weight(self) -> torch.Tensor:
+        """The linear part as the ``(outputs, inputs per output)`` matrix that maps
+        :meth:`design_rows` to :meth:`target_rows` (without the bias)."""
+        weight = self.linear.weight
+        if self.kind == "conv_kxk":  # (C', C, k, k) -> (C', k, k, C): the patches' order
+            weight = weight.permute(0, 2, 3, 1)
+        return weight.reshape(weight.shape[0], -1)
 
     def _patch_product(self, x: torch.Tensor) -> torch.Tensor:
         """The k x k convolution with stride k as one matrix product of the patches; channels_last
@@ -234,8 +244,7 @@ class Stitch(nn.Module):
         CPU keeps oneDNN's convolution, which its figures were measured with."""
         b, _, h, w = x.shape
         k = self.linear.kernel_size[0]
-        weight = self.linear.weight
-        y = F.linear(self._patches(x), weight.reshape(weight.shape[0], -1), self.linear.bias)  # (B*L, C')
+        y = F.linear(self._patches(x), self.row_weight(), self.linear.bias)  # (B*L, C')
         return y.view(b, h // k, w // k, -1).permute(0, 3, 1, 2)
 
     def target_rows(self, y: torch.Tensor) -> torch.Tensor:
@@ -249,8 +258,12 @@ class Stitch(nn.Module):
         return y.reshape(-1, y.shape[-1])  # tokens
 
     def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Set the linear part from ``weight`` (outputs, inputs per output) and ``bias`` (outputs,)."""
+        """Set the linear part from ``weight`` (outputs, inputs per output), in the order of
+        :meth:`row_weight`, and ``bias`` (outputs,)."""
         with torch.no_grad():
+            if self.kind == "conv_kxk":  # (C', k*k*C) in patch order -> (C', C, k, k)
+                c_out, c_in, k, _ = self.linear.weight.shape
+                weight = weight.reshape(c_out, k, k, c_in).permute(0, 3, 1, 2)
             self.linear.weight.copy_(weight.reshape(self.linear.weight.shape))
             self.linear.bias.copy_(bias)
 

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from core.grid import cached_model
 from core.layers import list_layers, receiver_suffix, sender_prefix
+from core.lstsq import NormalEquations
 from core.stitches import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
 
 
@@ -82,10 +83,35 @@ def test_rows_view_agrees_with_forward():
         s = make_stitch(sender, receiver, seed=1)
         x = torch.randn(5, *sender)
         rows = s.design_rows(x)
-        w = s.linear.weight.reshape(s.linear.weight.shape[0], -1)
-        predicted = rows @ w.T + s.linear.bias
+        predicted = rows @ s.row_weight().T + s.linear.bias
         # For a growing map the rows live at the sender's resolution: compare block averages.
         assert torch.allclose(predicted, s.target_rows(s(x)), atol=1e-5), (sender, receiver)
+
+
+def test_least_squares_on_the_rows_recovers_a_conv_kxk_stitch():
+    # The patches' column order (row, column, channel) and the weight's (channel, row, column)
+    # differ; row_weight and set_linear translate, so a fit recovers the weight itself.
+    teacher, student = make_stitch((16, 32, 32), (8, 8, 8), seed=1), make_stitch((16, 32, 32), (8, 8, 8), seed=2)
+    assert teacher.kind == "conv_kxk"
+    x = torch.randn(20, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = teacher(x)
+    system = NormalEquations(student.row_weight().shape[1], 8, "cpu")
+    rows = student.design_rows(x).double()
+    system.add_gram(rows)
+    system.add_cross(rows, student.target_rows(y).double())
+    student.set_linear(*system.solve())
+    assert torch.allclose(student.linear.weight, teacher.linear.weight, atol=1e-4)
+    assert torch.allclose(student.linear.bias, teacher.linear.bias, atol=1e-4)
+
+
+def test_set_linear_takes_the_row_weight_back_for_every_kind():
+    for sender, receiver in [((16, 32, 32), (8, 8, 8)), ((16, 4, 4), (8, 16, 16)), ((8, 4, 4), (10,)),
+                             ((49, 16), (49, 8))]:
+        s = make_stitch(sender, receiver, seed=1)
+        before = s.linear.weight.detach().clone()
+        s.set_linear(s.row_weight().detach().clone() * 2, s.linear.bias.detach())
+        assert torch.equal(s.linear.weight, 2 * before), (sender, receiver, s.kind)
 
 
 def test_oversized_stitches_are_not_stitchable():
