@@ -8,10 +8,12 @@ weights of the same architecture).
 * ``conv``: one 3 x 3 convolution, forward and input gradient, TFLOP/s;
 * ``fused``: conv + bias + ReLU and conv + bias + residual + ReLU, eager against
   ``torch.cudnn_convolution_relu`` / ``torch.cudnn_convolution_add_relu`` (strides 1 and 2);
+* ``strided_1x1``: the 1 x 1 stride-2 shortcut convolutions against subsampling and a stride-1
+  1 x 1 convolution, forward and input gradient (not yet run on a GPU);
 * ``compile``: a training step and a scoring pass of the receiver suffix from two layers,
   eager against ``torch.compile`` (compile time reported separately).
 
-    python -m bench.kernels                 # all three
+    python -m bench.kernels                 # all four
     python -m bench.kernels --only fused
 """
 
@@ -82,6 +84,32 @@ def fused_vs_eager(device) -> list[dict]:
     return rows
 
 
+def strided_1x1(device) -> list[dict]:
+    """R2222's 1 x 1 stride-2 shortcut convolutions, which cuDNN ran at 12 TFLOP/s (7 % of a
+    grid's scoring GPU time in the profile of 2026-11-23), against subsampling first and a 1 x 1
+    convolution at stride 1: the same arithmetic, and the same numbers up to rounding."""
+    rows = []
+    for c_in, hw, n in [(64, 32, 1280), (64, 32, 5000), (128, 16, 5000), (256, 8, 5000)]:
+        c_out = 2 * c_in
+        x = _maps(n, c_in, hw, device).requires_grad_()
+        w = (torch.randn(c_out, c_in, 1, 1, device=device, dtype=torch.bfloat16) / c_in**0.5).contiguous(**CL)
+        b = torch.randn(c_out, device=device, dtype=torch.bfloat16)
+        flop = 2 * n * (hw // 2) ** 2 * c_in * c_out
+        variants = {"strided": lambda: F.conv2d(x, w, b, 2), "subsampled": lambda: F.conv2d(x[:, :, ::2, ::2], w, b)}
+        row = {"in": c_in, "out": c_out, "pixels": hw, "images": n}
+        with torch.no_grad():
+            row["max_abs_diff"] = float((variants["strided"]() - variants["subsampled"]()).abs().max())
+        for name, fn in variants.items():
+            out = fn()
+            grad = torch.randn_like(out)
+            fwd = timeit(fn)
+            dgrad = timeit(lambda: torch.autograd.grad(out, x, grad, retain_graph=True))
+            row.update({f"{name}_forward_ms": round(fwd * 1e3, 3), f"{name}_forward_tflops": round(flop / fwd / 1e12),
+                        f"{name}_input_grad_ms": round(dgrad * 1e3, 3)})
+        rows.append(row)
+    return rows
+
+
 def compiled_suffix(device) -> list[dict]:
     from core.folding import folded
     from core.layers import list_layers, receiver_suffix
@@ -122,7 +150,7 @@ def compiled_suffix(device) -> list[dict]:
     return rows
 
 
-PARTS = {"conv": conv_rates, "fused": fused_vs_eager, "compile": compiled_suffix}
+PARTS = {"conv": conv_rates, "fused": fused_vs_eager, "strided_1x1": strided_1x1, "compile": compiled_suffix}
 
 
 def main(argv=None) -> dict:
