@@ -70,6 +70,22 @@ def test_random_controls_use_other_weights():
     assert both.reference_accuracy == real.receiver_accuracy  # penalties stay against the trained receiver
 
 
+def test_a_network_is_scored_once_per_test_set(monkeypatch):
+    calls = []
+    evaluate = grid_module.evaluate_network
+    monkeypatch.setattr(grid_module, "evaluate_network", lambda *a, **k: calls.append(a[1]) or evaluate(*a, **k))
+    base = {**PAIR, "sender_layers": ["layer2.0"], "receiver_layers": ["layer2.0"], "mode": "lstsq",
+            "train_limit": 300, "eval_limit": 257}  # a test set no other test scores
+    first = run_grid(base, device="cpu")
+    assert len(calls) == 2  # sender and receiver (the receiver is its own reference)
+    again = run_grid({**base, "receiver_layers": ["layer3.0"]}, device="cpu")
+    assert len(calls) == 2 and (again.sender_accuracy, again.receiver_accuracy) == (
+        first.sender_accuracy, first.receiver_accuracy)
+    other = run_grid({**base, "eval_limit": 259}, device="cpu")  # another test set is scored anew
+    assert len(calls) == 4 and all(len(data) == 259 for data in calls[2:])
+    assert other.sender_accuracy != first.sender_accuracy or other.receiver_accuracy != first.receiver_accuracy
+
+
 def test_store_reuses_and_resumes(store):
     config = {**PAIR, "sender_layers": ["stem", "layer1.0"], "receiver_layers": ["layer1.0", "layer2.0"],
               "mode": "lstsq", "train_limit": 400, "eval_limit": 200}
