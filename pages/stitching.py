@@ -37,7 +37,7 @@ jobs.show_errors()
 
 runs = {control: find_grid(config) for control, config in configs.items()}
 if runs["none"] is None:
-    st.info("No grid stored for these settings yet. Press **Run**: *Instant* takes 12–17 s on two CPU cores.")
+    st.info("No grid stored for these settings yet. Press **Run**: *Instant* takes 10–17 s on two CPU cores.")
     st.stop()
 
 grid = grid_json(runs["none"])
