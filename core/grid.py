@@ -46,8 +46,8 @@ def _cached_model(name: str, device: str, fingerprint: str) -> Network:
 
 
 # A network's accuracy on its own, per test set and engine layout: a long-lived worker scores each
-# network once per test set instead of once per grid (1.1 s of a warm 11.8 s Instant grid on two
-# CPU cores). Networks are frozen, so the object stands for its weights. Keyed by id() (a Network
+# network once per test set instead of once per grid (0.5 s of a warm 10 s Instant grid on two
+# CPU cores, BENCHMARKS.md). Networks are frozen, so the object stands for its weights. Keyed by id() (a Network
 # is an unhashable dataclass) beside a weak reference: an id reused by a newer object misses.
 _REFERENCE_SCORES: dict[int, tuple[weakref.ref, dict[tuple, float]]] = {}
 
