@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         out["libraries"][name] = figures
         print(name, figures, flush=True)
 
-    # "auto" (the default) is float32 on a CPU and float64 on a GPU (core.cka.gram_precision);
+    # "auto" (the default) is float32 on a CPU and float64 on a GPU (core.cka_kernels.gram_precision);
     # tf32x3 is a CUDA-only method (float64 elsewhere).
     out["auto_gram"] = gram_precision("auto", device)
     for gram in ("float64", "float32") + (("tf32x3",) if device.type == "cuda" else ()):
