@@ -126,25 +126,31 @@ class MinibatchCKA:
         return self.state
 
     def _stats(self, feats, names, side, cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per layer: vec(K~) stacked ``(layers, n*n)``, K~1 ``(layers, n)``, 1'K~1 ``(layers,)``."""
-        flat, row_sums, varied, finite, bandwidth = [], [], [], [], []
+        """Per layer: vec(K~) stacked ``(layers, n*n)``, K~1 ``(layers, n)``, 1'K~1 ``(layers,)``.
+
+        Per layer only what must be (centring, the Gram matrix, an RBF kernel); the rest runs once
+        on the stacked kernels: on a GPU, CKA's time is the host launching small operations."""
+        kernels, diagonals, varied, bandwidth = [], [], [], []
         for x, name in zip(feats, names):
             if id(x) not in cache:  # a tensor on both sides (a network with itself) is done once
                 gram, varies = _features_gram(x, name, gram_precision(self.gram, x.device, x.dtype))
-                kernel, is_finite, bandwidth_ok = _kernel(gram, varies, self.kernel, self.sigma)
-                cache[id(x)] = (kernel.fill_diagonal_(0.0), varies, is_finite, bandwidth_ok)  # K~
-            kt, varies, is_finite, bandwidth_ok = cache[id(x)]
-            flat.append(kt.reshape(-1))
-            row_sums.append(kt.sum(1))
+                cache[id(x)] = (*_kernel(gram, varies, self.kernel, self.sigma), gram.diagonal(), varies)
+            kernel, bandwidth_ok, diagonal, varies = cache[id(x)]
+            kernels.append(kernel)
+            diagonals.append(diagonal)
             varied.append(varies)
-            finite.append(is_finite)
             bandwidth.append(bandwidth_ok)
         device = self.state[f"varied_{side}"].device
-        self.state[f"varied_{side}"] |= torch.stack(varied).to(device)
-        self.state[f"finite_{side}"] &= torch.stack(finite).to(device)
-        self.state[f"bandwidth_{side}"] &= torch.stack(bandwidth).to(device)
-        V, R = torch.stack(flat), torch.stack(row_sums)
-        return V, R, R.sum(1)
+        varied = torch.stack(varied)
+        self.state[f"varied_{side}"] |= varied.to(device)
+        self.state[f"finite_{side}"] &= torch.isfinite(torch.stack(diagonals)).all(1).to(device)
+        if self.kernel != "linear":
+            self.state[f"bandwidth_{side}"] &= torch.stack(bandwidth).to(device)
+        V = torch.stack(kernels)  # (layers, n, n), a copy: the kernels (and the diagonals' Grams) stay intact
+        V.mul_(varied[:, None, None])  # constant features: an exact zero kernel
+        V.diagonal(dim1=1, dim2=2).zero_()  # K~
+        R = V.sum(2)
+        return V.view(V.shape[0], -1), R, R.sum(1)
 
     def update(self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor]) -> None:
         """Add one batch: ``feats_a[k]`` is layer k of side a on the batch, ``(B, ...)``; same B everywhere."""
@@ -297,7 +303,11 @@ def _full_batch(feats_a, feats_b, kernel, sigma, names_a, names_b, precision: st
         for x, name in zip(feats, names):
             if id(x) not in cache:
                 gram, varies = _features_gram(x, name, gram_precision(precision, x.device, x.dtype))
-                K, is_finite, bandwidth_ok = _kernel(gram, varies, kernel, sigma)
+                is_finite = torch.isfinite(gram.diagonal()).all()
+                K, bandwidth_ok = _kernel(gram, varies, kernel, sigma)
+                K.mul_(varies)  # constant features: an exact zero kernel
+                if bandwidth_ok is None:  # the linear kernel needs no bandwidth
+                    bandwidth_ok = torch.ones((), dtype=torch.bool, device=K.device)
                 row_mean = K.mean(1, keepdim=True)  # K is symmetric: column means are row_mean.T
                 K.sub_(row_mean).sub_(row_mean.T).add_(row_mean.mean())  # H K H, in place (K can be large)
                 cache[id(x)] = (K.reshape(-1), varies, is_finite, bandwidth_ok)

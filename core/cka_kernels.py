@@ -24,9 +24,10 @@ def _centred(x: torch.Tensor, name: str, dtype: torch.dtype = torch.float64) -> 
 
     The flag is a 0-d tensor, checked only when a result is read: on a GPU, reading it here would
     stall the queue per layer and batch (it cost more than all the arithmetic). It is computed on
-    the features as they come (exact, at half the memory traffic of float64). Identical rows give
-    exact zeros (the mean of n equal floats need not equal them exactly). Whether the features
-    are finite is read off their Gram matrix (see :func:`_kernel`)."""
+    the features as they come (exact, at half the memory traffic of float64). Callers zero the
+    kernel of constant features (centred, they need not be exact zeros: the mean of n equal floats
+    need not equal them). Whether the features are finite is read off their Gram matrix's
+    diagonal (see :func:`_kernel`)."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"features of {name} must have the examples as their first dimension, got shape "
                          f"{tuple(x.shape)}")
@@ -48,7 +49,7 @@ def _centred(x: torch.Tensor, name: str, dtype: torch.dtype = torch.float64) -> 
     else:  # the float32 mean's rounding shifts every example alike, which the estimator ignores
         x = x.to(dtype)
         xc = x - x.mean(0, keepdim=True)
-    return xc.mul_(varies), varies
+    return xc, varies
 
 
 GRAMS = ("auto", "float64", "float32", "tf32x3")
@@ -114,20 +115,21 @@ def _features_gram(x: torch.Tensor, name: str, gram: str) -> tuple[torch.Tensor,
 
 
 def _kernel(gram: torch.Tensor, varies: torch.Tensor, kernel: str,
-            sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``(n, n)`` float64 kernel of centred features with float64 Gram matrix ``gram`` (all
-    zeros for constant features), and two 0-d flags, checked when a result is read: whether the
-    features were finite, and False where the RBF bandwidth came out 0.
+            sigma: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``(n, n)`` float64 kernel of centred features with float64 Gram matrix ``gram``, and a
+    0-d flag, checked when a result is read, that is False where the RBF bandwidth came out 0
+    (None for the linear kernel, which needs none).
 
-    A constant kernel has zero HSIC (biased and unbiased) with anything, so zeros are exact
-    (constant features arrive here as exact zeros, so the linear kernel needs no test). Nothing
-    here reads a value back to the host: on a GPU that would stall the queue per layer and batch.
-    A NaN or infinity anywhere in a row makes that row's centred squared norm (the Gram diagonal)
-    NaN or infinite, so checking the n diagonal entries replaces a pass over all n x p features."""
+    The linear kernel is ``gram`` itself, not yet zeroed for constant features: the caller zeroes
+    it (see :func:`_centred`), with one operation for all layers where it can, as it checks
+    finiteness on all layers' Gram diagonals at once (a NaN or infinity anywhere in a row makes
+    that row's centred squared norm NaN or infinite, so n values replace a pass over n x p): on a
+    GPU, CKA's time is the host's launching small operations, per layer and batch. Nothing here
+    reads a value back to the host, which would stall a GPU's queue. A constant kernel has zero
+    HSIC (biased and unbiased) with anything, so zeros are exact."""
     n = gram.shape[0]
-    finite = torch.isfinite(gram.diagonal()).all()
     if kernel == "linear":
-        return gram, finite, torch.ones((), dtype=torch.bool, device=gram.device)
+        return gram, None
     sq_norms = gram.diagonal()
     # Rounding can make a squared distance slightly negative; it is a distance, so >= 0.
     d2 = (sq_norms[:, None] + sq_norms[None, :] - 2 * gram).clamp_min_(0.0)
@@ -139,7 +141,7 @@ def _kernel(gram: torch.Tensor, varies: torch.Tensor, kernel: str,
     median_d2 = d2.reshape(-1).kthvalue(n + (n * (n - 1) - 1) // 2 + 1).values
     bandwidth_ok = median_d2 > 0  # more than half the pairs identical: no bandwidth (constant: zeros anyway)
     rbf = torch.exp(-d2 / (2 * sigma**2 * torch.where(bandwidth_ok, median_d2, 1.0)))
-    return torch.where(varies & bandwidth_ok, rbf, 0.0), finite, bandwidth_ok | ~varies
+    return torch.where(varies & bandwidth_ok, rbf, 0.0), bandwidth_ok | ~varies
 
 
 def _check_kernel(kernel: str, sigma: float) -> None:

@@ -227,6 +227,17 @@ def test_constant_features_are_an_error_naming_the_layer(kernel, batch_size):
         cka_matrix([constant], [x], kernel, batch_size=batch_size, names_a=["'fc' of net"])
 
 
+def test_a_layer_constant_in_one_minibatch_only_adds_nothing_there():
+    # Its kernel in that batch is zeroed (beside layers that vary), then its other batches count.
+    # (Linear only: the textbook RBF kernel of a constant batch divides by a zero median.)
+    x, y = _data(40)
+    y = y.clone()
+    y[:20] = 7.25
+    ours = cka_matrix([x, y], [y, x], batch_size=20)
+    ref = [[_ref_minibatch(a.double(), b.double(), "linear", 20) for b in (y, x)] for a in (x, y)]
+    assert torch.allclose(ours, torch.tensor(ref, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize("batch_size", [None, 10])
 def test_an_rbf_kernel_without_bandwidth_is_an_error_naming_the_layer(batch_size):
     # most examples identical: the median pairwise distance is 0 and so is the bandwidth
