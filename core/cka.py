@@ -28,8 +28,9 @@ sum is float64. The Gram matrices themselves are float64 on a GPU (as fast as fl
 float32 on a CPU (twice as fast there; see :func:`core.cka_kernels.gram_precision`): centred in
 float32, features are exact up to one shift shared by every example (the mean's rounding),
 which the estimator ignores, so only the Gram's own rounding remains (about 1e-9 of CKA on
-ResNets and on the tests' data). A layer whose self-HSIC is not positive (constant features) makes CKA undefined:
-that raises ``ValueError`` naming the layer, never NaN, and nothing is clamped.
+ResNets and on the tests' data). A layer whose self-HSIC is not positive (constant features)
+makes CKA undefined: that raises ``ValueError`` naming the layer, never NaN, and nothing is
+clamped.
 
 CKA between the layers of two networks (:func:`core.cka_models.model_cka`) uses the layers of a
 stitching grid (:func:`core.layers.list_layers`), so CKA cell (i, j) and stitching cell (i, j)

@@ -120,13 +120,12 @@ def _kernel(gram: torch.Tensor, varies: torch.Tensor, kernel: str,
     0-d flag, checked when a result is read, that is False where the RBF bandwidth came out 0
     (None for the linear kernel, which needs none).
 
-    The linear kernel is ``gram`` itself, not yet zeroed for constant features: the caller zeroes
-    it (see :func:`_centred`), with one operation for all layers where it can, as it checks
-    finiteness on all layers' Gram diagonals at once (a NaN or infinity anywhere in a row makes
-    that row's centred squared norm NaN or infinite, so n values replace a pass over n x p): on a
-    GPU, CKA's time is the host's launching small operations, per layer and batch. Nothing here
-    reads a value back to the host, which would stall a GPU's queue. A constant kernel has zero
-    HSIC (biased and unbiased) with anything, so zeros are exact."""
+    The linear kernel is ``gram`` itself. Callers zero the kernels of constant features (a
+    constant kernel has zero HSIC, biased and unbiased, with anything, so zeros are exact) and
+    check finiteness on the Gram diagonals (a NaN or infinity anywhere in a row makes that row's
+    centred squared norm NaN or infinite: n values instead of a pass over n x p features), for
+    all layers at once where they can: on a GPU, CKA's time is the host launching small
+    operations. Nothing here reads a value back to the host, which would stall a GPU's queue."""
     n = gram.shape[0]
     if kernel == "linear":
         return gram, None
