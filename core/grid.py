@@ -14,7 +14,6 @@ import functools
 import math
 import os
 import time
-import weakref
 import zlib
 from dataclasses import asdict
 
@@ -43,24 +42,6 @@ def cached_model(name: str, device: str) -> Network:
 @functools.lru_cache(maxsize=16)
 def _cached_model(name: str, device: str, fingerprint: str) -> Network:
     return load_model(name, device)
-
-
-# A network's accuracy on its own, per test set and engine layout: a long-lived worker scores each
-# network once per test set instead of once per grid (0.5 s of a warm 10 s Instant grid on two
-# CPU cores, BENCHMARKS.md). Networks are frozen, so the object stands for its weights. Keyed by id() (a Network
-# is an unhashable dataclass) beside a weak reference: an id reused by a newer object misses.
-_REFERENCE_SCORES: dict[int, tuple[weakref.ref, dict[tuple, float]]] = {}
-
-
-def _reference_scores(net: Network) -> dict[tuple, float]:
-    """The stored accuracies of ``net`` on its own, by test set and layout (see above)."""
-    ref, scores = _REFERENCE_SCORES.get(id(net), (None, None))
-    if ref is None or ref() is not net:
-        for key in [k for k, (r, _) in _REFERENCE_SCORES.items() if r() is None]:  # models dropped since
-            del _REFERENCE_SCORES[key]
-        ref, scores = weakref.ref(net), {}
-        _REFERENCE_SCORES[id(net)] = (ref, scores)
-    return scores
 
 
 def evaluate_network(net: Network, data: ImageSet, device: torch.device, batch_size: int = 1000,
@@ -273,18 +254,17 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
     try:
         test_dev = test.to(device)
         report("reference", 0.01, "scoring the networks on their own")
-        batch, scored = _eval_batch(device), {}
+        batch = _eval_batch(device)
+        layout = (engine.get("fold_bn", True), engine.get("channels_last") is not False)
 
         def score(net):
-            if id(net) not in scored:  # the copy the fused passes use too
-                layout = (engine.get("fold_bn", True), engine.get("channels_last") is not False)
-                key = (config.dataset, config.eval_limit, str(device), *layout)
-                known = _reference_scores(net)
-                if key not in known:
-                    copy = engine_network(net, fold_bn=layout[0], channels_last=layout[1])
-                    known[key] = evaluate_network(copy, test_dev, device, batch)
-                scored[id(net)] = known[key]
-            return scored[id(net)]
+            # Once per network and test set, also across grids (net.scores lives as long as the
+            # loaded model: 0.5 s of a warm 10 s Instant grid on two CPU cores, BENCHMARKS.md).
+            key = (config.dataset, config.eval_limit, str(device), *layout)
+            if key not in net.scores:  # scored on the copy the fused passes use too
+                copy = engine_network(net, fold_bn=layout[0], channels_last=layout[1])
+                net.scores[key] = evaluate_network(copy, test_dev, device, batch)
+            return net.scores[key]
 
         for job in active:
             job.result.sender_accuracy = score(job.sender)

@@ -60,6 +60,9 @@ class Network:
     config: dict
     dataset: str | None = None
     info: dict = field(default_factory=dict)
+    # Its accuracy on its own, by test set and layout, kept by core.grid between grids: a
+    # long-lived worker scores a (frozen) network once per test set, not once per grid.
+    scores: dict = field(default_factory=dict, repr=False, compare=False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1], ``(N, C, H, W)`` -> this network's normalised input."""
