@@ -34,11 +34,12 @@ def plan(cuda: bool) -> list[tuple[str, list[str]]]:
         return [("grid_train", ["--variants", "fused,unfused,conv_stitches", "--warm"]), ("grid_lstsq", []),
                 ("grid_controls", ["--sender", "zoo/resnet_1111-s0", "--receiver", "zoo/resnet_2222-s0",
                                    "--train-limit", "15000"]),
-                ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", [])]
+                ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", []), ("roofline", ["train"]),
+                ("roofline", ["evaluate"])]
     return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
             ("grid_controls", ["--device", "cpu"]),
             ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("cpu_engine", []),
-            ("app_speed", [])]
+            ("roofline", ["train", "--device", "cpu"]), ("app_speed", [])]
 
 
 def _missing_paper_models() -> list[str]:

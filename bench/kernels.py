@@ -116,7 +116,7 @@ def compiled_suffix(device) -> list[dict]:
 
     from .profile import _network
 
-    receiver = _network("paper/resnet_2222-s0", "2222", 0, device)
+    receiver = _network("paper/resnet_2222-s0", device)
     layers = list_layers(receiver)
     rows = []
     for mode in ("eager", "compile"):

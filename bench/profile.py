@@ -48,25 +48,30 @@ def category(name: str) -> str:
     return "other"
 
 
-def _network(name: str, blocks: str, seed: int, device):
-    """The trained ``paper/`` model if present, else random weights of the same architecture."""
+def _network(name: str, device):
+    """The named model; a ``paper/`` model not trained here is replaced by random weights of its
+    architecture (width 64, its seed), which time the same."""
     from core.grid import cached_model
     from core.zoo import ZooError
 
     try:
         return cached_model(name, str(device))
-    except ZooError:  # not trained here: timing does not depend on the weights
-        return random_resnet(blocks, 64, seed, device, name=f"random {name}")
+    except ZooError:
+        paper = re.fullmatch(r"paper/resnet_(\d{4})-s(\d+)", name)
+        if paper is None:
+            raise
+        return random_resnet(paper[1], 64, int(paper[2]), device, name=f"random {name}")
 
 
-def _fused(device, **options):
+def _fused(device, sender: str | None = None, receiver: str | None = None, **options):
+    """The engine over every cell of ``sender`` x ``receiver`` (default: the paper/ pair)."""
     from core.fused import FusedStitches
 
     from .grid_train import make_cells
 
-    sender = _network("paper/resnet_1111-s0", "1111", 0, device)
-    receiver = _network("paper/resnet_2222-s0", "2222", 0, device)
-    return FusedStitches(make_cells(sender, receiver), device, **options)
+    sender_net = _network(sender or "paper/resnet_1111-s0", device)
+    receiver_net = _network(receiver or "paper/resnet_2222-s0", device)
+    return FusedStitches(make_cells(sender_net, receiver_net), device, **options)
 
 
 def region(name: str, device, args):
@@ -76,10 +81,11 @@ def region(name: str, device, args):
     if name == "cka":
         from core.cka_models import model_cka
 
-        net_a = _network("paper/resnet_2222-s0", "2222", 0, device)
-        net_b = _network("paper/resnet_2222-s1", "2222", 1, device)
+        net_a = _network("paper/resnet_2222-s0", device)
+        net_b = _network("paper/resnet_2222-s1", device)
         return (lambda: model_cka(net_a, net_b, limit=args.images, batch_size=500, device=device))
-    fused = _fused(device)
+    options = {} if getattr(args, "amp", None) is None else {"amp": args.amp}
+    fused = _fused(device, getattr(args, "sender", None), getattr(args, "receiver", None), **options)
     if name == "train":
         train = load_dataset("fashion-mnist", "train", args.batch_size * 4).to(device)
         batches = list(train.batches(args.batch_size, device))
