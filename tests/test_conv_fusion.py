@@ -127,3 +127,38 @@ def test_the_engine_runs_a_one_channel_network_channels_last_with_the_same_activ
         assert torch.allclose(b, a, atol=1e-4, rtol=1e-4), layer.name
         if b.dim() == 4:
             assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous(), layer.name
+
+
+class _CountCasts(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.casts += func is torch.ops.aten._to_copy.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.skipif(not _ONEDNN, reason="oneDNN's fused convolution is not in this PyTorch build")
+def test_under_bf16_autocast_frozen_weights_are_cast_once_and_again_after_a_change():
+    conv = nn.Conv2d(4, 6, 3, padding=1).requires_grad_(False).to(memory_format=torch.channels_last)
+    module = FusedConvReLU(conv)
+    x = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(6)).bfloat16()
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def both():
+        with torch.autocast("cpu", dtype=torch.bfloat16), _CountCasts() as counter:
+            got = module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = torch.relu(conv(x))  # autocast casts the weight at every call
+        return got, want, counter.casts
+
+    got, want, casts = both()
+    assert casts == 2 and got.dtype == torch.bfloat16 and torch.allclose(got.float(), want.float(), atol=0.05)
+    got, want, casts = both()
+    assert casts == 0 and torch.allclose(got.float(), want.float(), atol=0.05)
+    with torch.no_grad():
+        conv.weight.mul_(-1)  # an in-place change is noticed
+    got_changed, want_changed, casts = both()
+    assert casts == 2 and torch.allclose(got_changed.float(), want_changed.float(), atol=0.05)
+    assert not torch.allclose(got_changed.float(), got.float(), atol=0.05)
