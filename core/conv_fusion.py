@@ -81,11 +81,13 @@ def _frozen_weights(conv: nn.Conv2d, dtype: torch.dtype) -> tuple[torch.Tensor, 
     weights that require gradients): two of the three operations of a fused convolution's
     forward, 0.5 GB a training step of the width-64 grid (``python -m bench.roofline train
     --bf16``). Kept per conv module, which every prefix and suffix of a network shares; the key
-    notices a move (new storage) and an in-place change (version)."""
+    notices a move (new storage), an in-place change (version) and inference mode (whose tensors
+    a later training step could not save for its backward)."""
     weight, bias = conv.weight, conv.bias
     if weight.dtype == dtype and (bias is None or bias.dtype == dtype):
         return weight, bias
-    key = (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
+    key = (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version),
+           torch.is_inference_mode_enabled())
     casts = _CASTS.setdefault(conv, {})
     if dtype not in casts or casts[dtype][0] != key:
         casts[dtype] = (key, weight.to(dtype), None if bias is None else bias.to(dtype))

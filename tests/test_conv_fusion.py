@@ -162,3 +162,19 @@ def test_under_bf16_autocast_frozen_weights_are_cast_once_and_again_after_a_chan
     got_changed, want_changed, casts = both()
     assert casts == 2 and torch.allclose(got_changed.float(), want_changed.float(), atol=0.05)
     assert not torch.allclose(got_changed.float(), got.float(), atol=0.05)
+
+
+@pytest.mark.skipif(not _ONEDNN, reason="oneDNN's fused convolution is not in this PyTorch build")
+def test_a_cast_made_in_inference_mode_keeps_a_later_backward_fused():
+    conv = nn.Conv2d(4, 6, 3, padding=1).requires_grad_(False).to(memory_format=torch.channels_last)
+    module = FusedConvReLU(conv)
+    x = torch.randn(2, 4, 5, 5).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        module(x)
+    z = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = module(z)
+    # saving an inference tensor for backward raises, and the module would fall back to eager ops
+    assert module.fused and "ConvBiasReLU" in type(y.grad_fn).__name__
+    y.float().sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
