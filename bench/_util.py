@@ -40,6 +40,19 @@ def timer(device: torch.device, into: dict, key: str):
     into[key] = round(time.perf_counter() - start, 4)
 
 
+def seconds_per_call(fn, device: torch.device, repeats: int, warmup: int) -> float:
+    """Mean wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones, the GPU's
+    queue drained before and after."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
 def emit(name: str, device: torch.device, **figures) -> dict:
     """Print one JSON line (and append it to $BENCH_OUT when set)."""
     command = " ".join([f"python -m bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])

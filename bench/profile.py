@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
 from collections import defaultdict
 
 import torch
@@ -28,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from core.data import load_dataset
 from core.device import resolve_device
 
-from ._util import emit, random_resnet, sync
+from ._util import emit, random_resnet, seconds_per_call, sync
 
 # Kernel names -> category, first match wins (cuDNN, cuBLAS/CUTLASS and ATen kernel names).
 CATEGORIES = [
@@ -124,14 +123,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     step = region(args.region, device, args)
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    wall = (time.perf_counter() - start) / args.steps  # unprofiled: the profiler adds host overhead
+    wall = seconds_per_call(step, device, args.steps, args.warmup)  # unprofiled: the profiler adds host overhead
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, record_shapes=args.ops) as prof:

@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_map
 
 from core.device import resolve_device
 
-from ._util import emit, sync
+from ._util import emit, seconds_per_call, sync
 from .profile import region
 
 # Operations replayed and timed alone (by overload packet name). Everything else is charged bytes.
@@ -261,14 +261,7 @@ def main(argv=None) -> dict:
     args.receiver = args.receiver or f"{'paper' if paper else 'zoo'}/resnet_2222-s0"
     args.batch_size = args.batch_size or (256 if paper else 128)
     step = region(args.region, device, args)
-    for _ in range(2):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    measured = (time.perf_counter() - start) / args.steps
+    measured = seconds_per_call(step, device, args.steps, warmup=2)
     with OpRecorder() as recorder:
         step()
     sync(device)
