@@ -17,7 +17,8 @@ shapes, strides, dtypes and arguments. Then:
   *memory floor*, a lower bound for any implementation that keeps those operations unfused.
 
 Against the step's measured time this says how much of it is the kernels' arithmetic, how much
-memory traffic, and how much neither (launch gaps, host work). The FLOPs of the tensor
+memory traffic, and how much neither (launch gaps, host work). It also counts the calls that
+compute or move data, about the kernels a GPU launches, which set a host-bound step's pace. The FLOPs of the tensor
 operations are split by output channels and pixels, which locates the arithmetic in the
 network (it does not depend on the device: the mix can be read on a CPU at a small batch).
 
@@ -212,6 +213,7 @@ def analyse(recorder: OpRecorder, device, time_tensor_ops: bool = True) -> dict:
     tensor_s = memory_bytes_total = flops_total = 0.0
     by_place: dict = defaultdict(lambda: {"flops": 0.0, "floor_s": 0.0, "calls": 0})
     memory_ops: dict = defaultdict(float)
+    working = 0  # calls that compute or move data: about the kernels a GPU launches
     for key, count in recorder.calls.items():
         op_name, args, kwargs, out = key
         func = recorder.ops[key]
@@ -219,7 +221,9 @@ def analyse(recorder: OpRecorder, device, time_tensor_ops: bool = True) -> dict:
             moved = memory_bytes(op_name, args, kwargs, out, func.is_view) * count
             memory_bytes_total += moved
             memory_ops[op_name] += moved
+            working += count if moved else 0
             continue
+        working += count
         flops, place = tensor_op_flops(op_name, _thaw(args), out)
         seconds = time_call(replay(func, args, kwargs), device) * count if time_tensor_ops else 0.0
         direction = "input_grad" if "backward" in op_name else "forward"
@@ -235,7 +239,7 @@ def analyse(recorder: OpRecorder, device, time_tensor_ops: bool = True) -> dict:
                     "tflops_alone": round(v["flops"] / v["floor_s"] / 1e12, 2) if v["floor_s"] else None}
                    for k, v in by_place.items()), key=lambda r: -r["tflop"])
     top_memory = sorted(memory_ops.items(), key=lambda kv: -kv[1])[:8]
-    return {"tensor_tflop": round(flops_total / 1e12, 4),
+    return {"operations": working, "tensor_tflop": round(flops_total / 1e12, 4),
             "tensor_floor_s": round(tensor_s, 5) if time_tensor_ops else None,
             "memory_gb": round(memory_bytes_total / 1e9, 3), "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
             "memory_floor_s": round(memory_bytes_total / bandwidth, 5),
@@ -273,7 +277,7 @@ def main(argv=None) -> dict:
     for r in figures["tensor_ops"]:
         print(f"{r['direction']:>10} {r['place']:>12} {r['calls']:5d} {r['tflop']:8.4f} {r['flop_share']:6.1%}"
               + (f" {r['floor_ms']:9.3f} {r['tflops_alone'] or 0:8.2f}" if replayed else ""))
-    print(f"measured {measured * 1e3:.1f} ms per repetition; "
+    print(f"measured {measured * 1e3:.1f} ms per repetition, {figures['operations']} operations; "
           + (f"tensor floor {figures['tensor_floor_s'] * 1e3:.1f} ms, " if replayed else "")
           + f"memory floor {figures['memory_floor_s'] * 1e3:.1f} ms ({figures['memory_gb']} GB at "
           f"{figures['copy_bandwidth_gb_s']} GB/s)")
