@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import conv_flop_count, flop_registry
 
 from core.device import resolve_device
 
@@ -134,33 +135,37 @@ def _tensors(tree) -> list[TensorSpec]:
     return found
 
 
-def _conv_flops(x: TensorSpec, w: TensorSpec, out_pixels: int) -> int:
-    """2 x N x output pixels x C_out x (C_in / groups) x kernel area (the weight's shape holds
-    C_in / groups)."""
-    return 2 * x.shape[0] * out_pixels * w.shape[0] * w.shape[1] * math.prod(w.shape[2:])
+def _meta(tree):
+    """The specs of ``tree`` as meta tensors (shape, strides and dtype, no data) for torch's
+    FLOP formulas."""
+    return tree_map(lambda v: torch.empty_strided(v.shape, v.stride, dtype=v.dtype, device="meta")
+                    if isinstance(v, TensorSpec) else v, tree)
 
 
 def tensor_op_flops(op_name: str, args: list, out) -> tuple[int, tuple]:
     """FLOPs of one tensor operation and where it sits: ``(flops, (channels, height, width))`` for
     convolutions (the output map of a forward call, the input map of an input gradient),
-    ``(flops, ("matmul",))`` for matrix products, ``(flops, ("solve",))`` for linear solves."""
-    packet = op_name.split(".")[1]
-    if packet in SOLVES:  # A (..., n, n) X = B (..., n, k): LU (2/3 n^3) and two triangular solves
+    ``(flops, ("matmul",))`` for matrix products, ``(flops, ("solve",))`` for linear solves.
+
+    torch's own formulas (``torch.utils.flop_counter``) wherever it has one; by hand only for the
+    fused convolutions it has none for (their FLOPs are the plain convolution's) and the solves."""
+    name = op_name.split(".")[1]
+    if name in SOLVES:  # A (..., n, n) X = B (..., n, k): LU (2/3 n^3) and two triangular solves
         a, b = args[0], args[1]
         n, k = a.shape[-1], b.shape[-1] if len(b.shape) == len(a.shape) else 1
         return math.prod(a.shape[:-2]) * (2 * n**3 // 3 + 2 * n * n * k), ("solve",)
-    if packet in MATMULS:  # the last two tensors are the factors (addmm/baddbmm: bias first)
-        a, b = _tensors(args)[-2:]
-        batch = a.shape[0] if len(a.shape) == 3 else 1  # bmm, baddbmm(_)
-        return 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1], ("matmul",)
-    if packet == "convolution_backward":  # (grad_out, input, weight, ..., groups, output_mask)
-        grad_out, x, w, mask = args[0], args[1], args[2], args[-1]
-        grads = sum(bool(m) for m in mask[:2])  # input and weight gradients cost a forward each
-        return _conv_flops(x, w, math.prod(grad_out.shape[2:])) * grads, (x.shape[1], *x.shape[2:])
-    # forward: (input, weight, ...), except oneDNN's binary form (input, other, weight, ...)
+    packet = getattr(torch.ops.aten, name.rstrip("_"), None)  # addmm_ costs what addmm does
+    if packet in flop_registry:
+        flops = flop_registry[packet](*_meta(args), out_val=_meta(out))
+        if name in MATMULS:
+            return flops, ("matmul",)
+        # a forward call sits at its output map, an input gradient at its input (grad_out, input, ...)
+        where = args[1] if name == "convolution_backward" else _tensors(out)[0]
+        return flops, (where.shape[1], *where.shape[2:])
+    # cuDNN's and oneDNN's fused forms: (input, weight, ...), oneDNN's binary form (input, other, weight, ...)
     x, w = args[0], args[2] if op_name.endswith("_convolution_pointwise.binary") else args[1]
     y = _tensors(out)[0]
-    return _conv_flops(x, w, math.prod(y.shape[2:])), (y.shape[1], *y.shape[2:])
+    return conv_flop_count(x.shape, w.shape, y.shape), (y.shape[1], *y.shape[2:])
 
 
 def memory_bytes(op_name: str, args: tuple, kwargs: tuple, out, is_view: bool) -> int:
