@@ -78,7 +78,12 @@ QUICK = {"ig": {"n_steps": 4}, "gradientshap": {"n_samples": 4},
          "occlusion": {"sliding_window_shapes": (1, 8, 8), "strides": (1, 8, 8)}}
 
 
-@pytest.mark.parametrize("name", ["zoo/resnet_1111-s0", "zoo/vgg_small-s0", "torchvision/resnet18@random"])
+UNSIGNED = {"saliency", "gradcam"}  # absolute gradient; ReLU of weighted activations
+LAST_MAP = {"zoo/resnet_1111-s0": "layer4.0", "zoo/vgg_small-s0": "features.7",  # Grad-CAM's default layer:
+            "torchvision/resnet18@random": "layer4.1"}  # the network's last spatial one
+
+
+@pytest.mark.parametrize("name", list(LAST_MAP))
 def test_every_method_gives_finite_maps_at_image_size(name, images):
     net = cached_model(name, "cpu")
     n = 1 if "torchvision" in name else 2
@@ -92,7 +97,8 @@ def test_every_method_gives_finite_maps_at_image_size(name, images):
         assert result.probabilities.shape == (n, net.num_classes)
         assert result.predictions.tolist() == result.target.tolist()  # default target: the prediction
         assert result.name == net.name and result.label == METHOD_LABELS[method] and result.seconds > 0
-    assert not result.signed and result.layer == "layer4.1" if "torchvision" in name else True
+        assert result.signed == (method not in UNSIGNED), method
+        assert result.layer == (LAST_MAP[name] if method == "gradcam" else None), method
 
 
 def _hooks_and_modes(module):

@@ -8,6 +8,7 @@ saves screenshots of the main pages under ``test-output/screenshots`` (the READM
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
+# Streamlit scrolls inside its own container, so a tall window is what fits a page in a screenshot.
+VIEWPORT = {"width": 1500, "height": 2100}
+# Every picture the tests below save (the README shows some of them, copied to docs/screenshots).
+EXPECTED_SHOTS = ["stitching.png", "cell-details.png", "stitching-controls.png", "cka.png", "lesson.png",
+                  "lesson-later-into-earlier.png", "models.png", "runs.png", "attributions.png"]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -70,10 +76,11 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in SHOTS.glob("*.png"):  # what test_screenshots_are_pictures checks is this run's pictures
+        stale.unlink()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        # Streamlit scrolls inside its own container, so a tall window is what fits a page in a screenshot.
-        context = browser.new_context(viewport={"width": 1500, "height": 2100})
+        context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         page.set_default_timeout(120_000)
         yield page
@@ -176,11 +183,36 @@ def test_attributions_page_in_the_browser(server, page):
     assert not page.locator("[data-testid='stException']").count()
 
 
+def _assert_screenshot(path: Path) -> None:
+    """``path`` is a full-page PNG screenshot of a rendered page: the window's width, at least its
+    height, and not one flat colour (a blank or unrendered page)."""
+    from PIL import Image
+
+    assert path.is_file(), f"{path} is missing"
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert len(data) > 20_000, f"{path}: {len(data)} bytes, too small for a page"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert width == VIEWPORT["width"] and VIEWPORT["height"] <= height <= 20 * VIEWPORT["height"], \
+            f"{path}: {width} x {height}"
+        image.load()  # decodes every pixel: a truncated or corrupt file fails here
+        colours = image.convert("RGB").getcolors(width * height)
+    most = max(colours)[0] / (width * height)
+    assert len(colours) >= 256 and most < 0.95, f"{path}: {len(colours)} colours, {most:.0%} of it one colour"
+
+
 def test_screenshots_are_pictures():
-    for shot in SHOTS.glob("*.png"):
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = re.findall(r"docs/screenshots/([\w.-]+\.png)", (ROOT / "README.md").read_text())
+    assert readme, "README.md shows no screenshots"
+    assert set(readme) <= set(EXPECTED_SHOTS), f"the tests save none of {sorted(set(readme) - set(EXPECTED_SHOTS))}"
+    for name in EXPECTED_SHOTS:
+        _assert_screenshot(SHOTS / name)
+    docs = ROOT / "docs" / "screenshots"
     if os.environ.get("STITCHLAB_UPDATE_DOCS"):  # refresh the README's pictures
-        docs = ROOT / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
-        for shot in SHOTS.glob("*.png"):
-            shutil.copy(shot, docs / shot.name)
+        for name in EXPECTED_SHOTS:
+            shutil.copy(SHOTS / name, docs / name)
+    for name in readme:
+        _assert_screenshot(docs / name)

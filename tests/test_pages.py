@@ -5,8 +5,9 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.grid import run_grid
+from core.results import CONTROLS, GridConfig
 from core.store import Store
-from ui.grids import BUDGETS, RECIPES, grid_config
+from ui.grids import BUDGETS, RECIPES, grid_config, settings_of
 from ui.state import Selection
 
 APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py")
@@ -210,8 +211,73 @@ def test_sweeps_page_shows_a_finished_sweep(tmp_path, monkeypatch):
     assert len(at.get("plotly_chart")) == 2  # a depth heatmap per control
 
 
+def _fields(entry) -> dict:
+    """A RECIPES / BUDGETS entry's GridConfig fields (a dict, or an object holding them as ``settings``)."""
+    return dict(getattr(entry, "settings", entry))
+
+
+def _is_the_page_setting(config, selection, recipe, budget, control="none"):
+    """``config`` is a valid grid of ``selection`` with the recipe's and budget's fields."""
+    GridConfig.from_dict(config).validate()  # raises on a mode, epochs, lr, limit... a grid cannot run
+    assert (config["sender"], config["receiver"], config["dataset"]) == (selection.sender, selection.receiver,
+                                                                         selection.dataset)
+    assert config["control"] == control and config["pairs"] is None
+    for label, fields in ((recipe, _fields(RECIPES[recipe])), (budget, _fields(BUDGETS[budget]))):
+        assert fields and {k: config[k] for k in fields} == fields, label
+
+
 def test_recipes_and_budgets_are_valid_grid_settings():
+    import re
+
     selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", "fashion-mnist", "cpu")
+    assert RECIPES and BUDGETS
+    seen = []
     for recipe in RECIPES:
         for budget in BUDGETS:
-            assert grid_config(selection, [], [], recipe, budget)["sender"] == "zoo/resnet_1111-s0"
+            config = grid_config(selection, ["layer2.0"], [], recipe, budget)
+            _is_the_page_setting(config, selection, recipe, budget)
+            assert config["sender_layers"] == ["layer2.0"] and config["receiver_layers"] is None
+            # The labels say what runs: least squares, epochs of training, how many images.
+            assert ("least squares" in recipe) == config["mode"].startswith("lstsq"), recipe
+            assert ("epoch" in recipe) == ("train" in config["mode"]), recipe
+            if "epoch" in recipe:
+                assert f"{config['epochs']:g} epoch" in recipe, recipe
+            limits = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", budget)]
+            assert [config["train_limit"], config["eval_limit"]] == (limits or [None, None]), budget
+            # A stored grid leads back to the settings that made it (the Runs page's link to it).
+            settings = settings_of(config)
+            assert settings is not None and (settings["recipe"], settings["budget"]) == (recipe, budget)
+            for control in CONTROLS:
+                _is_the_page_setting(grid_config(selection, [], [], recipe, budget, control=control),
+                                     selection, recipe, budget, control)
+            seen.append(GridConfig.from_dict(config).identity("cpu"))
+    assert all(a != b for i, a in enumerate(seen) for b in seen[:i])  # no two settings share a stored grid
+
+
+def test_the_stitching_page_runs_every_recipe_and_budget(app, stored):
+    """Each recipe and budget the page offers, selected: no exception, and Run queues that grid
+    (the stored Instant / Quick grid is shown instead)."""
+    db, _ = stored
+    selection = app.session_state["selection"]
+    assert app.radio(key="recipe").options == list(RECIPES) and app.radio(key="budget").options == list(BUDGETS)
+    for recipe in RECIPES:
+        for budget in BUDGETS:
+            app.radio(key="recipe").set_value(recipe)
+            app.radio(key="budget").set_value(budget).run()
+            _no_trouble(app)
+            assert (app.radio(key="recipe").value, app.radio(key="budget").value) == (recipe, budget)
+            if (recipe, budget) == (INSTANT, QUICK):
+                assert not app.info and app.get("plotly_chart"), [i.value for i in app.info]
+                continue
+            assert any("No grid stored" in i.value for i in app.info), (recipe, budget)
+            next(b for b in app.button if b.label == "Run").click().run()
+            _no_trouble(app)
+            queued = jobs.list_jobs(Store(db), active_only=True)
+            try:
+                assert len(queued) == 1 and len(queued[0]["params"]["configs"]) == 1, (recipe, budget)
+                config = queued[0]["params"]["configs"][0]
+                _is_the_page_setting(config, selection, recipe, budget)
+                assert config == grid_config(selection, [], [], recipe, budget)
+            finally:
+                for job in queued:
+                    jobs.cancel(Store(db), job["id"])
