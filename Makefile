@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+# Ray is optional (sweeps on a Ray cluster): `make test` installs it, `make run` does not.
+RAY_STAMP := $(VENV)/.ray-installed
 
 .PHONY: setup run test test-fast lint bench clean-venv
 
@@ -14,16 +16,20 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	@touch $(RAY_STAMP)
+
 # The app on http://localhost:8501 (localhost only: see README, "Serving a class").
 run: setup
 	$(PY) -m streamlit run app.py
 
 # Every test, the browser test included.
-test: setup
+test: setup $(RAY_STAMP)
 	$(PY) -m pytest
 
 # Everything but the browser test and the slow marks.
-test-fast: setup
+test-fast: setup $(RAY_STAMP)
 	$(PY) -m pytest -m "not e2e and not slow"
 
 # Every benchmark this device can run (GPU: the performance targets), appended to bench/results/.
