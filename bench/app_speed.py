@@ -44,9 +44,8 @@ def main(argv=None) -> dict:
     from streamlit.testing.v1 import AppTest
 
     from core.grid import run_grid
+    from core.recipes import grid_config
     from core.store import Store
-    from ui.grids import BUDGETS, RECIPES, grid_config
-    from ui.state import Selection
 
     from ._util import emit
 
@@ -56,9 +55,8 @@ def main(argv=None) -> dict:
     home = Path(tempfile.mkdtemp(prefix="stitchlab-bench-"))
     env = {**os.environ, "STITCHLAB_HOME": str(home), "STITCHLAB_DB": str(home / "bench.sqlite3")}
     os.environ.update({k: env[k] for k in ("STITCHLAB_HOME", "STITCHLAB_DB")})
-    selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", "fashion-mnist", "cpu")
-    run_grid(grid_config(selection, [], [], next(iter(RECIPES)), next(iter(BUDGETS))), store=Store(env["STITCHLAB_DB"]),
-             device="cpu")
+    run_grid(grid_config("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", "instant", "quick"),
+             store=Store(env["STITCHLAB_DB"]), device="cpu")
     first_paint, stored = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)

@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
         sync(device)
         start, marks = time.perf_counter(), {}
         result = run_grid(config, device=device, progress=lambda event, marks=marks, start=start: marks.setdefault(
-            event["stage"], time.perf_counter() - start))
+            event.stage, time.perf_counter() - start))
         sync(device)
         runs.append(round(time.perf_counter() - start, 3))
         # Seconds per stage, from the first progress event of each to the next one's (asynchronous

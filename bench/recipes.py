@@ -1,6 +1,6 @@
 """The Stitching page's recipes end to end, as a user waits for them (model loading included).
 
-Each recipe of ``ui.grids.RECIPES`` with the Quick budget (2,000 training / 1,000 test images)
+Each recipe of ``core.recipes.RECIPES`` with the Quick budget (2,000 training / 1,000 test images)
 on the zoo's default pair (zoo/resnet_1111-s0 -> zoo/resnet_2222-s0, 45 pairs), run once each
 in a fresh model cache; prints the time, the number of fused chunks the memory plan made for the grid (see
 ``STITCHLAB_CPU_CHUNK_MB``) and the mean accuracy. The Paper recipe (3 epochs from a random
@@ -19,21 +19,16 @@ from core.grid import _cached_model, run_grid
 
 from ._util import emit, sync
 
-RECIPES = {"instant": "Instant (least squares)", "standard": "Standard (least squares + 1 epoch)",
-           "paper": "Paper recipe (3 epochs from scratch)"}
-
 
 def main(argv=None) -> dict:
     from core.device import resolve_device
-    from ui.grids import BUDGETS
-    from ui.grids import RECIPES as PAGE_RECIPES
+    from core.recipes import grid_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default="instant,standard")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    budget = BUDGETS["Quick: 2,000 training / 1,000 test images"]
     load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")  # file reading is not the grid
     plans = []
     planner = grid_module._plan_chunks
@@ -47,8 +42,7 @@ def main(argv=None) -> dict:
     figures = {}
     try:
         for key in args.recipes.split(","):
-            config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0", **PAGE_RECIPES[RECIPES[key]],
-                      **budget}
+            config = grid_config("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", key, "quick")
             _cached_model.cache_clear()
             plans.clear()
             sync(device)

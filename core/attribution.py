@@ -30,52 +30,20 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["METHODS", "METHOD_LABELS", "Attribution", "attribute", "compare", "attribution_figure"]
+from .attribution_maps import METHOD_LABELS, METHODS, SIGNED, Attribution, attribution_figure
 
-METHODS = ("ig", "saliency", "gradientshap", "occlusion", "gradcam")
-METHOD_LABELS = {"ig": "Integrated Gradients", "saliency": "Saliency", "gradientshap": "GradientShap",
-                 "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
-SIGNED = {"ig": True, "saliency": False, "gradientshap": True, "occlusion": True, "gradcam": False}
+__all__ = ["METHODS", "METHOD_LABELS", "Attribution", "attribute", "compare", "attribution_figure"]
 
 _NOISE_BASELINES = 4  # GradientShap: noise images besides the plain baseline; enough to vary, cheap
 _BATCH_ELEMENTS = 4_000_000  # input elements per internal batch: ~16 MB of input, bounded activations
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
-
-
-@dataclass
-class Attribution:
-    """One method's attributions for N images.
-
-    ``raw``: ``(N, H, W)`` float32, channels summed, at the resolution of the images given.
-    ``display``: ``raw`` scaled per image by the 99th percentile of ``|raw|``, clipped to
-    [-1, 1] for signed methods and [0, 1] for unsigned ones (saliency, Grad-CAM).
-    ``predictions`` ``(N,)``, ``probabilities`` ``(N, classes)`` and ``target`` ``(N,)`` are
-    the network's own; ``delta`` is Integrated Gradients' completeness error per image.
-    """
-
-    method: str
-    raw: np.ndarray
-    display: np.ndarray
-    signed: bool
-    predictions: np.ndarray
-    probabilities: np.ndarray
-    target: np.ndarray
-    seconds: float
-    name: str = ""
-    layer: str | None = None
-    delta: np.ndarray | None = None
-
-    @property
-    def label(self) -> str:
-        return METHOD_LABELS[self.method]
 
 
 # --- hygiene: locks, modes and hooks ----------------------------------------------------------------
@@ -398,36 +366,3 @@ def compare(sender, receiver, stitched, images: torch.Tensor, target=None, metho
     return {key: attribute(model, images, target, method, layers.get(key) if method == "gradcam" else None,
                            seed=seed, **kwargs)
             for key, model in models.items() if model is not None}
-
-
-# --- a figure (for the CLI and notebooks; the dashboard draws its own) -------------------------------
-def attribution_figure(image: torch.Tensor, results: dict[str, Attribution], classes=None, true_label=None,
-                       index: int = 0):
-    """A matplotlib Figure (no pyplot): the input image, then one panel per attribution,
-    titled with the network's name, predicted class and probability."""
-    from matplotlib.figure import Figure
-
-    def class_name(k: int) -> str:
-        return classes[k] if classes is not None and 0 <= k < len(classes) else f"class {k}"
-
-    picture = image.detach().float().cpu()
-    picture = picture.mean(0) if picture.shape[0] != 3 else picture.permute(1, 2, 0)  # (H, W) or (H, W, 3)
-    gray = picture.mean(-1) if picture.dim() == 3 else picture
-    fig = Figure(figsize=(3.2 * (1 + len(results)), 3.6), dpi=100)
-    axes = fig.subplots(1, 1 + len(results), squeeze=False)[0]
-    axes[0].imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("input" + (f": {class_name(int(true_label))}" if true_label is not None else ""), fontsize=9)
-    for ax, (key, result) in zip(axes[1:], results.items()):
-        k = int(result.predictions[index])
-        ax.imshow(gray.numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.imshow(result.display[index], cmap="bwr" if result.signed else "inferno",
-                  vmin=-1 if result.signed else 0, vmax=1, alpha=0.65)
-        title = f"{key}: {result.name}" if key not in result.name else result.name
-        ax.set_title(f"{title}\n{class_name(k)} ({result.probabilities[index, k]:.0%}) · target "
-                     f"{class_name(int(result.target[index]))}", fontsize=7, wrap=True)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(METHOD_LABELS[next(iter(results.values())).method] if results else "", fontsize=10)
-    fig.tight_layout()
-    return fig

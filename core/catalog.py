@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from . import zoo
+from . import paths, sources, zoo
 
 __all__ = ["model_names", "model_label", "layers_of", "zoo_table", "DEFAULT_SENDER", "DEFAULT_RECEIVER"]
 
@@ -21,30 +21,19 @@ def model_names() -> list[str]:
     return [f"zoo/{n}" for n in zoo.zoo_names()] + list_uploads()
 
 
-def model_label(name: str) -> str:
-    """A short human label: ``zoo/resnet_1111-s0 · ResNet-1111 (width 16) · 93.5 %``."""
-    if name.startswith("zoo/"):
-        try:
-            entry = zoo.zoo_entry(name[4:])
-        except zoo.ZooError:
-            return name
-        return f"{name} · {entry['architecture']} · {entry['test_accuracy'] * 100:.1f} %"
-    if name.startswith("file:"):
-        return f"uploaded: {name.rsplit('/', 1)[-1].removesuffix('.safetensors')}"
-    return name
+model_label = sources.label
 
 
 def layers_of(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """``((layer name, shape), ...)`` of a model's default layers."""
-    from .results import _fingerprint
-
-    return _layers_of(name, _fingerprint(name))  # the weights' fingerprint: an upload saved again is re-read
+    return _layers_of(name, sources.fingerprint(name))  # the weights' fingerprint: an upload saved again is re-read
 
 
 @functools.lru_cache(maxsize=64)
 def _layers_of(name: str, fingerprint: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    if name.startswith("zoo/") and "@" not in name:
-        entry = zoo.zoo_entry(name[4:])
+    model = sources.parse(name)
+    if model.source in ("zoo/", "paper/"):  # a random copy has its trained model's layers
+        entry = zoo.zoo_entry(model.key, None if model.source == "zoo/" else paths.home() / "zoo-paper")
         if "layers" in entry:
             return tuple((layer["name"], tuple(layer["shape"])) for layer in entry["layers"])
     from .grid import cached_model

@@ -20,13 +20,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .errors import CheckpointError
+
 __all__ = ["read_checkpoint", "save_checkpoint", "apply_state_dict", "max_upload_bytes", "CheckpointError"]
 
 METADATA_KEY = "stitchlab"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used, with the reason and what to do instead."""
 
 
 def max_upload_bytes() -> int:

@@ -22,8 +22,9 @@ import torch
 from .cka import _MIN_BATCH, MinibatchCKA, _check_kernel, _check_minibatch, _spans
 from .data import load_dataset
 from .device import resolve_device
-from .fused import Cancelled, engine_prefix
+from .fused import engine_prefix
 from .layers import Layer, list_layers, resolve_layer, sender_prefix
+from .progress import Reporter, check_cancel
 
 __all__ = ["CkaResult", "model_cka", "stitch_cka"]
 
@@ -117,11 +118,12 @@ def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fa
         kernel, sigma: as in :func:`cka_matrix`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``; names are loaded there. A Network is run
             where it lives (with ``"auto"``, the first one's device is used for the HSIC sums).
-        progress: called as ``progress(fraction, message)`` after every batch.
+        progress: called with a :class:`core.progress.Progress` after every batch.
         gram: the Gram matrices' precision: ``"auto"`` (float32 on a CPU, float64 on a GPU),
             ``"float64"``, ``"float32"`` or ``"tf32x3"``; see :class:`core.cka.MinibatchCKA`
             and BENCHMARKS.md for speed and accuracy.
-        cancel: a callable; returning True stops the run with :class:`core.fused.Cancelled`.
+        cancel: a callable asked before every batch; returning True stops the run with
+            :class:`core.errors.Cancelled`.
 
     Example::
 
@@ -130,6 +132,7 @@ def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fa
         (['stem', 'layer1.0', 'layer2.0', 'layer3.0', 'layer4.0'], 5, 5)
     """
     start = time.perf_counter()
+    report = Reporter(progress, start)
     _check_kernel(kernel, sigma)
     _check_minibatch(batch_size, _MIN_BATCH)
     device = _compute_device(device, model_a, model_b)
@@ -149,19 +152,17 @@ def model_cka(model_a, model_b, layers_a=None, layers_b=None, dataset: str = "fa
     data = data.to(_device_of(net_a.module))  # once (a few MB of uint8), not batch by batch
     with torch.no_grad():
         for b, images in enumerate(_folded_batches(data, batch_size, None)):
-            if cancel is not None and cancel():
-                raise Cancelled()
+            check_cancel(cancel)
             outs = [prefix(net.prepare(images.to(_device_of(net.module)))) for net, prefix in passes]
             feats = [x.to(device) for out in outs for x in out]  # side a's layers, then side b's
             acc.update(feats[:len(la)], feats[len(la):])
-            if progress is not None:
-                progress((b + 1) / total, f"CKA: batch {b + 1}/{total} ({acc.n_examples} images)")
+            report("cka", (b + 1) / total, f"CKA: batch {b + 1}/{total} ({acc.n_examples} images)")
     return CkaResult(net_a.name, net_b.name, [lay.name for lay in la], [lay.name for lay in lb],
                      acc.result().tolist(), kernel, batch_size, acc.n_examples, time.perf_counter() - start)
 
 
 def stitch_cka(sender, receiver, sender_layer: str, receiver_layer: str, stitch, dataset: str = "fashion-mnist",
-               limit: int | None = 2000, batch_size: int = 500, device="auto") -> float:
+               limit: int | None = 2000, batch_size: int = 500, device="auto", cancel=None) -> float:
     """Linear minibatch CKA between a stitch's output and the receiver's own activation.
 
     Does the stitch reproduce what the receiver computes at ``receiver_layer`` (CKA near 1),
@@ -173,7 +174,7 @@ def stitch_cka(sender, receiver, sender_layer: str, receiver_layer: str, stitch,
     Args:
         sender, receiver: registry names or :class:`core.models.Network`s.
         stitch: a :class:`core.stitches.Stitch` from ``sender_layer``'s shape to ``receiver_layer``'s.
-        dataset, limit, batch_size, device: as in :func:`model_cka`.
+        dataset, limit, batch_size, device, cancel: as in :func:`model_cka`.
 
     Example::
 
@@ -206,6 +207,7 @@ def stitch_cka(sender, receiver, sender_layer: str, receiver_layer: str, stitch,
     try:
         with torch.no_grad():
             for images in _folded_batches(data, batch_size, device):
+                check_cancel(cancel)
                 (activation,) = s_prefix(s_net.prepare(images.to(s_device)))
                 (target,) = r_prefix(r_net.prepare(images.to(_device_of(r_net.module))))
                 acc.update([module(activation).to(device)], [target.to(device)])

@@ -49,12 +49,12 @@ def _progress_printer(quiet: bool):
     last = {"line": ""}
 
     def show(event):
-        eta = f", ~{event['eta']:.0f}s left" if event.get("eta") is not None else ""
-        line = f"\r[{event['fraction'] * 100:5.1f}%] {event['message']}{eta}"
+        eta = f", ~{event.eta:.0f}s left" if event.eta is not None else ""
+        line = f"\r[{event.fraction * 100:5.1f}%] {event.message}{eta}"
         if line != last["line"]:
             print(line.ljust(78), end="", file=sys.stderr, flush=True)
             last["line"] = line
-        if event["stage"] == "done":
+        if event.stage == "done" or event.fraction >= 1:
             print(file=sys.stderr)
     return show
 
@@ -89,16 +89,36 @@ def cmd_layers(args) -> None:
         print(f"{lay.name:<36} {str(tuple(lay.shape)):<18} {lay.kind}")
 
 
+def grid_settings(args) -> dict:
+    """The grid's settings: a recipe and budget (``--recipe``/``--budget``, as the page offers
+    them), then every flag given explicitly on top."""
+    from .recipes import grid_config
+
+    explicit = {k: v for k, v in {
+        "sender_layers": _csv(args.sender_layers), "receiver_layers": _csv(args.receiver_layers),
+        "mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+        "max_stitch_params": args.max_stitch_params}.items() if v is not None}
+    fields = {"control": args.control, "dataset": args.dataset, "seed": args.seed, "bn_before": args.bn_before,
+              "bn_after": args.bn_after, **explicit}
+    if args.recipe is None and args.budget is not None:
+        raise UserError("--budget goes with --recipe (e.g. --recipe instant --budget quick)")
+    if args.recipe is None:
+        from dataclasses import asdict
+
+        from .results import GridConfig
+
+        config = GridConfig.from_dict({"sender": args.sender, "receiver": args.receiver, **fields})
+        config.validate()
+        return asdict(config)
+    return grid_config(args.sender, args.receiver, args.recipe, args.budget or "full", **fields)
+
+
 def cmd_grid(args) -> None:
-    from .grid import GridConfig, run_grid
+    from .grid import run_grid
     from .store import Store
 
-    config = GridConfig(sender=args.sender, receiver=args.receiver, sender_layers=_csv(args.sender_layers),
-                        receiver_layers=_csv(args.receiver_layers), mode=args.mode, control=args.control,
-                        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        train_limit=args.train_limit, eval_limit=args.eval_limit, seed=args.seed,
-                        bn_before=args.bn_before, bn_after=args.bn_after,
-                        **({"max_stitch_params": args.max_stitch_params} if args.max_stitch_params is not None else {}))
+    config = grid_settings(args)
     store = Store(args.db) if args.db else None
     result = run_grid(config, store=store, device=args.device, progress=_progress_printer(args.quiet),
                       reuse=not args.no_reuse)
@@ -108,9 +128,7 @@ def cmd_grid(args) -> None:
 def cmd_cka(args) -> None:
     from .cka_models import model_cka
 
-    show = _progress_printer(args.quiet)
-    progress = None if show is None else (lambda fraction, message: show(
-        {"stage": "done" if fraction >= 1 else "cka", "fraction": fraction, "message": message}))
+    progress = _progress_printer(args.quiet)
     result = model_cka(args.model_a, args.model_b, layers_a=_csv(args.layers_a), layers_b=_csv(args.layers_b),
                        dataset=args.dataset, limit=args.limit, batch_size=args.batch_size, kernel=args.kernel,
                        sigma=args.sigma, device=args.device, progress=progress)
@@ -125,10 +143,11 @@ def cmd_sweep(args) -> None:
                          epochs=args.epochs, train_limit=args.train_limit, eval_limit=args.eval_limit)
 
     def show(event):
-        eta = f", ~{event['eta']:.0f}s left" if event.get("eta") is not None else ""
-        failed = f", {event['failed']} failed" if event["failed"] else ""
-        line = f"[{event['done']}/{event['total']} grids{failed}{eta}] {event['message']}"
-        end = "\n" if event["stage"] in ("start", "grid", "done") else ""
+        eta = f", ~{event.eta:.0f}s left" if event.eta is not None else ""
+        counts = event.counts
+        failed = f", {counts['failed']} failed" if counts["failed"] else ""
+        line = f"[{counts['done']}/{counts['total']} grids{failed}{eta}] {event.message}"
+        end = "\n" if event.stage in ("start", "grid", "done") else ""
         print("\r" + (line if end else line[:79]).ljust(79), end=end, file=sys.stderr, flush=True)
 
     store = Store(args.db)
@@ -165,9 +184,9 @@ def cmd_lesson_build(args) -> None:
 
 
 def cmd_worker(args) -> None:
-    from .jobs import run_worker
+    from .runs import serve
 
-    run_worker(args.db, idle_exit=args.idle_exit if args.idle_exit > 0 else None)
+    serve(args.db, idle_exit=args.idle_exit if args.idle_exit > 0 else None)
 
 
 def cmd_runs(args) -> None:
@@ -259,12 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("receiver")
     p.add_argument("--sender-layers", metavar="L1,L2", help="default: stem and every block")
     p.add_argument("--receiver-layers", metavar="L1,L2")
-    p.add_argument("--mode", default="train", help="train | lstsq | lstsq+train (default train)")
+    p.add_argument("--recipe", help="instant | standard | paper: the Stitching page's recipes, the same stored "
+                                    "grids (core/recipes.py); the flags below override it")
+    p.add_argument("--budget", help="quick | full: the page's image budgets (default with --recipe: full)")
+    p.add_argument("--mode", help="train | lstsq | lstsq+train (default train)")
     p.add_argument("--control", default="none", help="none | random-sender | random-receiver | random-both")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | folder:PATH")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--epochs", type=float, help="default 1")
+    p.add_argument("--batch-size", type=int, help="default 256")
+    p.add_argument("--lr", type=float, help="default 0.01")
     p.add_argument("--train-limit", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--eval-limit", type=int, metavar="N", help="score on the first N test images")
     p.add_argument("--bn-before", action="store_true", help="BatchNorm before the stitch")

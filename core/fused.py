@@ -17,7 +17,6 @@ never influence another's. Sender and receiver stay in eval mode with frozen wei
 from __future__ import annotations
 
 import contextlib
-import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ from .device import autocast_for
 from .folding import folded
 from .layers import Layer, receiver_suffix, sender_prefix
 from .lstsq import LstsqTooLarge, NormalEquations
+from .progress import check_cancel
 from .stitches import Stitch
 
-__all__ = ["Cell", "FusedStitches", "Cancelled", "engine_network", "engine_prefix", "engine_suffix"]
+__all__ = ["Cell", "FusedStitches", "engine_network", "engine_prefix", "engine_suffix"]
 
 
 @contextlib.contextmanager
@@ -46,10 +46,6 @@ def _cudnn_autotune(device: torch.device, enabled: bool):
         yield
     finally:
         torch.backends.cudnn.benchmark = before
-
-
-class Cancelled(Exception):
-    """The caller asked the run to stop."""
 
 
 @dataclass
@@ -197,8 +193,12 @@ class FusedStitches:
 
     # --- task-loss training ------------------------------------------------------------------
     def train(self, data: ImageSet, epochs: float, batch_size: int, lr: float, momentum: float,
-              weight_decay: float, seed: int, progress=None, cancel=None, log_every: int = 20) -> None:
-        """SGD on the stitches' cross-entropy; failed (diverged) cells are dropped as they fail."""
+              weight_decay: float, seed: int, report=None, cancel=None, log_every: int = 20) -> None:
+        """SGD on the stitches' cross-entropy; failed (diverged) cells are dropped as they fail.
+
+        ``report(stage, fraction, message)`` hears of every ``log_every``-th step (a
+        :class:`core.progress.Reporter`); ``cancel`` is asked before every step, so a cancel
+        costs at most the step in flight."""
         active = self._in_group_order([c for c in self.cells if c.failed is None])
         if not active:
             return
@@ -212,12 +212,13 @@ class FusedStitches:
         autotune = _cudnn_autotune(self.device, self.autotune)
         autotune.__enter__()
         running = torch.zeros(len(active), device=self.device)
-        since, step, start = 0, 0, time.perf_counter()
+        since, step = 0, 0
         try:
             while step < total_steps:
                 for images, labels in data.batches(batch_size, self.device, shuffle=True, generator=generator):
                     if step >= total_steps:
                         break
+                    check_cancel(cancel)
                     losses = self._train_step(images, labels, active, optimizer)
                     running += losses.detach()
                     since += 1
@@ -225,10 +226,8 @@ class FusedStitches:
                     if step % log_every == 0 or step == total_steps:
                         active, running = self._log(active, running, since, step)
                         since = 0
-                        if progress:
-                            progress(step, total_steps, time.perf_counter() - start)
-                        if cancel and cancel():
-                            raise Cancelled()
+                        if report:
+                            report("train", step / total_steps, f"training: step {step}/{total_steps}")
                         if not active:
                             return
         finally:
@@ -279,8 +278,9 @@ class FusedStitches:
 
     # --- least squares -------------------------------------------------------------------------
     def fit_lstsq(self, data: ImageSet, batch_size: int, seed: int, rows_per_batch: int = 8192,
-                  progress=None, cancel=None) -> None:
-        """Fit every stitch's linear part to the receiver's own activation at its layer."""
+                  report=None, cancel=None) -> None:
+        """Fit every stitch's linear part to the receiver's own activation at its layer (``cancel``
+        is asked before every batch)."""
         targets = _prefixes(self.cells, "receiver", **self._engine)
         systems: dict[int, NormalEquations] = {}
         grams: dict[tuple, dict] = {}
@@ -305,9 +305,9 @@ class FusedStitches:
             design_keys[k] = gram_key
         owners = {id(s.gram): k for k, s in reversed(list(systems.items()))}  # one cell adds each Gram's rows
         n_batches = -(-len(data) // batch_size)
-        start = time.perf_counter()
         with torch.no_grad():
             for b, (images, _) in enumerate(data.batches(batch_size, self.device)):
+                check_cancel(cancel)
                 acts = self._sender_activations(images)
                 wanted = self._activations(targets, images)
                 with autocast_for(self.device, self.amp):
@@ -332,17 +332,16 @@ class FusedStitches:
                         if owners[id(system.gram)] == k:
                             system.add_gram(x)
                         system.add_cross(x, ys[target_key])
-                if progress:
-                    progress(b + 1, n_batches, time.perf_counter() - start)
-                if cancel and cancel():
-                    raise Cancelled()
+                if report:
+                    report("lstsq", (b + 1) / n_batches, f"least squares: batch {b + 1}/{n_batches}")
         for k, system in systems.items():
             weight, bias = system.solve()
             self.cells[k].stitch.set_linear(weight, bias)
 
     # --- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, data: ImageSet, batch_size: int, progress=None, cancel=None) -> dict[int, torch.Tensor]:
-        """Confusion matrices ``(classes, classes)`` (rows: true label) for every cell that has not failed."""
+    def evaluate(self, data: ImageSet, batch_size: int, report=None, cancel=None) -> dict[int, torch.Tensor]:
+        """Confusion matrices ``(classes, classes)`` (rows: true label) for every cell that has not failed
+        (``cancel`` is asked before every batch)."""
         active = self._in_group_order([c for c in self.cells if c.failed is None])
         k = data.info.num_classes
         # One (cells, true label, predicted label) count table for all cells, filled with one
@@ -355,18 +354,16 @@ class FusedStitches:
             offsets[key] = ((first + torch.arange(len(group), device=self.device)) * (k * k))[:, None]  # (n, 1)
             first += len(group)
         n_batches = -(-len(data) // batch_size)
-        start = time.perf_counter()
         with torch.no_grad(), _cudnn_autotune(self.device, self.autotune):
             for b, (images, labels) in enumerate(data.batches(batch_size, self.device)):
+                check_cancel(cancel)
                 acts = self._sender_activations(images)
                 with autocast_for(self.device, self.amp):
                     for key, group in groups.items():
                         predictions = self._stitched_logits(acts, key, group).argmax(-1)  # (n, B)
                         index = (offsets[key] + labels[None, :] * k + predictions).reshape(-1)
                         confusion.index_add_(0, index, torch.ones_like(index))
-                if progress:
-                    progress(b + 1, n_batches, time.perf_counter() - start)
-                if cancel and cancel():
-                    raise Cancelled()
+                if report:
+                    report("evaluate", (b + 1) / n_batches, f"scoring the stitches: batch {b + 1}/{n_batches}")
         tables = confusion.view(len(active), k, k).cpu()
         return {id(c): tables[n] for n, c in enumerate(active)}

@@ -23,20 +23,24 @@ from safetensors.torch import save as save_safetensors
 
 from .data import ImageSet, load_dataset
 from .device import autocast_for, resolve_device
-from .fused import Cancelled, Cell, FusedStitches, engine_network
+from .errors import NotStitchable
+from .fused import Cell, FusedStitches, engine_network
 from .layers import Layer, layer_graph, list_layers, resolve_layer
-from .models import Network, load_model, parse_name
-from .results import CONTROLS, MODES, PRESETS, GridConfig, GridResult, _fingerprint, load_grid, summarize
-from .stitches import NotStitchable, Stitch, make_stitch
+from .lifecycle import lifecycle
+from .models import Network, load_model
+from .progress import Reporter, Status, check_cancel
+from .results import CONTROLS, MODES, GridConfig, GridResult, load_grid, summarize
+from .sources import fingerprint, random_name
+from .stitches import Stitch, make_stitch
 
-__all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS", "PRESETS",
-           "Cancelled", "evaluate_network", "cached_model"]
+__all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS",
+           "evaluate_network", "cached_model"]
 
 
 def cached_model(name: str, device: str) -> Network:
     """Networks are frozen, so one loaded copy per (name, weights, device) serves every grid. The
     weights' fingerprint is part of the key: an upload saved again under its name is reloaded."""
-    return _cached_model(name, device, _fingerprint(name))
+    return _cached_model(name, device, fingerprint(name))
 
 
 @functools.lru_cache(maxsize=16)
@@ -45,11 +49,12 @@ def _cached_model(name: str, device: str, fingerprint: str) -> Network:
 
 
 def evaluate_network(net: Network, data: ImageSet, device: torch.device, batch_size: int = 1000,
-                     amp: bool | None = None) -> float:
-    """Top-1 accuracy of ``net`` on ``data``."""
+                     amp: bool | None = None, cancel=None) -> float:
+    """Top-1 accuracy of ``net`` on ``data`` (``cancel`` is asked before every batch)."""
     correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync per batch
     with torch.no_grad(), autocast_for(device, amp):
         for images, labels in data.batches(batch_size, device):
+            check_cancel(cancel)
             correct += (net(images).argmax(-1) == labels).sum()
     return correct.item() / max(1, len(data))
 
@@ -58,10 +63,10 @@ def _networks(config: GridConfig, device: torch.device):
     """(sender used, receiver used, pretrained receiver) for the control."""
     dev = str(device)
     sender, receiver = cached_model(config.sender, dev), cached_model(config.receiver, dev)
-    used_sender = cached_model(f"{parse_name(config.sender)[0]}@random:{config.seed}", dev) \
+    used_sender = cached_model(random_name(config.sender, config.seed), dev) \
         if config.control in ("random-sender", "random-both") else sender
     # seed + 1: when sender and receiver are the same architecture, the two random copies differ.
-    used_receiver = cached_model(f"{parse_name(config.receiver)[0]}@random:{config.seed + 1}", dev) \
+    used_receiver = cached_model(random_name(config.receiver, config.seed + 1), dev) \
         if config.control in ("random-receiver", "random-both") else receiver
     return used_sender, used_receiver, receiver
 
@@ -131,9 +136,10 @@ def run_grid(config: GridConfig | dict, store=None, device: str | torch.device =
         config: a :class:`GridConfig` (or a dict of its fields).
         store: a :class:`core.store.Store` to commit cells to, resume from and reuse results from.
         device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
-        progress: called with a dict ``{"stage", "fraction", "message", "eta", "run_id"}`` as work advances.
-        cancel: a callable returning True to stop; finished cells stay in the store, and
-            :class:`Cancelled` is raised.
+        progress: called with a :class:`core.progress.Progress` as work advances.
+        cancel: a callable returning True to stop, asked before every training step, scoring
+            batch and least-squares batch; finished cells stay in the store, and
+            :class:`core.errors.Cancelled` is raised.
         reuse: with a store, return a finished run of the same configuration without recomputing,
             and resume an unfinished one.
         memory_fraction: share of free GPU memory one fused chunk may use (smaller: more, smaller
@@ -167,7 +173,7 @@ def run_grids(configs: list[GridConfig | dict], store=None, device: str | torch.
         groups.setdefault(_training_signature(config), []).append(k)
     start = time.perf_counter()
     for g, members in enumerate(groups.values()):
-        report = _Reporter(progress, start, g / len(groups), (g + 1) / len(groups))
+        report = Reporter(progress, start, g / len(groups), (g + 1) / len(groups))
         jobs = [_GridJob(configs[k], names[k]) for k in members]
         _run_group(jobs, store, device, report, cancel, reuse, memory_fraction, engine or {})
         for k, job in zip(members, jobs):
@@ -191,7 +197,7 @@ class _GridJob:
         self.run_id, self.done = None, {}
         self.finished = False  # complete: reused from the store, or computed to the end
 
-    def setup(self, device, store, reuse: bool, test: ImageSet) -> None:
+    def setup(self, device, life, reuse: bool, test: ImageSet) -> None:
         config = self.config
         self.sender, self.receiver, self.real_receiver = _networks(config, device)
         s_layers, r_layers = _layers(self.sender, config.sender_layers), _layers(self.receiver, config.receiver_layers)
@@ -202,19 +208,13 @@ class _GridJob:
                              f"task, so pick a receiver trained on {config.dataset}")
         self.result = GridResult(asdict(config), [lay.name for lay in s_layers], [lay.name for lay in r_layers],
                                  [list(lay.shape) for lay in s_layers], [list(lay.shape) for lay in r_layers])
-        if store is None:
-            return
-        identity = config.identity(device.type)
-        previous = store.find_run("grid", identity) if reuse else None
-        if previous is None:
-            self.run_id = store.create_run("grid", identity, self.name)
-        else:
-            self.run_id = previous["id"]
-            self.done = {(c["sender_layer"], c["receiver_layer"]): c for c in store.cells(self.run_id)}
-            if previous["status"] == "done" and set(self.done) >= {(s.name, r.name) for s, r in self.wanted}:
-                self.result, self.finished = load_grid(store, self.run_id, reused=True), True
+        self.run_id, previous = life.open("grid", config.identity(device.type), self.name, reuse)
+        if previous is not None:
+            self.done = {(c["sender_layer"], c["receiver_layer"]): c for c in life.store.cells(self.run_id)}
+            if previous["status"] == Status.DONE and set(self.done) >= {(s.name, r.name) for s, r in self.wanted}:
+                self.result, self.finished = load_grid(life.store, self.run_id, reused=True), True
+                life.finished(self.run_id)
                 return
-            store.update_run(self.run_id, status="running", message="resumed")
         self.result.run_id = self.run_id
         self.result.cells.update(self.done)
 
@@ -238,6 +238,13 @@ class _GridJob:
         return cells
 
 
+# Each phase's share of a chunk's progress bar, from its measured cost on two CPU cores (the
+# zoo's default pair): scoring took 40-50 % of an Instant grid, least squares the rest.
+_SHARES = {"lstsq": {"lstsq": 0.55, "evaluate": 0.45},
+           "train": {"train": 0.85, "evaluate": 0.15},
+           "lstsq+train": {"lstsq": 0.15, "train": 0.72, "evaluate": 0.13}}
+
+
 def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memory_fraction, engine) -> None:
     config = jobs[0].config  # the training signature is shared
     report("load", 0.0, "loading " + ", ".join(sorted({f"{j.config.sender} and {j.config.receiver}" for j in jobs})))
@@ -245,75 +252,72 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
     if sum(1 for c in test.class_counts() if c) < 2:
         raise ValueError(f"the {config.dataset} test split has fewer than two classes with images; accuracy would be "
                          f"meaningless")
-    for job in jobs:
-        job.setup(device, store, reuse, test)
-    active = [job for job in jobs if not job.finished]
-    if not active:
-        return
-    report.run_id = active[0].run_id
-    try:
-        test_dev = test.to(device)
-        report("reference", 0.01, "scoring the networks on their own")
-        batch = _eval_batch(device)
-        layout = (engine.get("fold_bn", True), engine.get("channels_last") is not False)
-
-        def score(net):
-            # Once per network and test set, also across grids (net.scores lives as long as the
-            # loaded model: 0.5 s of a warm 10 s Instant grid on two CPU cores, BENCHMARKS.md).
-            key = (config.dataset, config.eval_limit, str(device), *layout)
-            if key not in net.scores:  # scored on the copy the fused passes use too
-                copy = engine_network(net, fold_bn=layout[0], channels_last=layout[1])
-                net.scores[key] = evaluate_network(copy, test_dev, device, batch)
-            return net.scores[key]
-
-        for job in active:
-            job.result.sender_accuracy = score(job.sender)
-            job.result.receiver_accuracy = score(job.receiver)
-            job.result.reference_accuracy = score(job.real_receiver)
-            if store is not None:
-                store.update_run(job.run_id, summary=summarize(job.result))
-        # In receiver-layer order (stable: senders keep theirs), so that a chunk holds the cells
-        # that share a receiver suffix and the fused pass runs each suffix once for all of them.
-        cells = [cell for job in active for cell in sorted(job.cells(store), key=lambda c: c.receiver_layer.depth)]
-        training = config.mode != "lstsq"
-        chunks = _plan_chunks(cells, device, config.batch_size if training else batch, training, memory_fraction)
-        todo = [chunk for chunk in chunks if any(c.key not in c.owner.done for c in chunk)]
-        train = load_dataset(config.dataset, "train", config.train_limit).to(device) if todo else None
-        body, fitted = report.span(0.03, 1.0), False
-        if config.mode == "lstsq+train" and len(todo) > 1:
-            # Least squares runs no backward, so it fits in far fewer chunks than training: fit
-            # every cell first, and the passes over the training data that it needs run once per
-            # forward-only chunk instead of once per training chunk (the result is the same: a
-            # cell's solution does not depend on its chunk).
-            pending = [cell for chunk in todo for cell in chunk]
-            fit_chunks = _plan_chunks(pending, device, batch, False, memory_fraction)
-            for n, fit_chunk in enumerate(fit_chunks):
-                _fit_chunk(config, FusedStitches(fit_chunk, device, **engine), train, device,
-                           body.span(0.15 * n / len(fit_chunks), 0.15 * (n + 1) / len(fit_chunks)), cancel)
-            body, fitted = body.span(0.15, 1.0), True
-        for n, chunk in enumerate(todo):
-            _run_chunk(config, chunk, train, test_dev, device, body.span(n / len(todo), (n + 1) / len(todo)),
-                       cancel, engine, fitted)
-            for cell in chunk:
-                if cell.key not in cell.owner.done:  # a resumed chunk recomputes its stored cells alike
-                    _commit_cell(store, cell.owner.run_id, cell.owner.result, cell)
+    with lifecycle(store) as life:
+        for job in jobs:
+            check_cancel(cancel)
+            job.setup(device, life, reuse, test)
+        active = [job for job in jobs if not job.finished]
+        if not active:
+            return
+        report.run_id = active[0].run_id
+        _compute_group(config, active, store, device, report, cancel, memory_fraction, engine, test)
         for job in active:
             job.result.seconds = time.perf_counter() - report.start
-            job.result.status, job.finished = "done", True
-            if store is not None:
-                store.update_run(job.run_id, status="done", message=None, seconds=job.result.seconds,
-                                 summary=summarize(job.result))
+            job.result.status, job.finished = Status.DONE, True
+            life.done(job.run_id, seconds=job.result.seconds, summary=summarize(job.result))
         report("done", 1.0, "finished")
-    except Cancelled:
-        for job in active:
-            if store is not None and not job.finished:
-                store.update_run(job.run_id, status="cancelled", message="cancelled by the user")
-        raise
-    except BaseException as exc:
-        for job in active:
-            if store is not None and not job.finished:
-                store.update_run(job.run_id, status="failed", message=f"{type(exc).__name__}: {exc}")
-        raise
+
+
+def _compute_group(config, active, store, device, report, cancel, memory_fraction, engine, test) -> None:
+    test_dev = test.to(device)
+    batch = _eval_batch(device)
+    layout = (engine.get("fold_bn", True), engine.get("channels_last") is not False)
+    networks = list({id(net): net for job in active for net in (job.sender, job.receiver, job.real_receiver)}.values())
+
+    def score(n, net):
+        # Once per network and test set, also across grids (net.scores lives as long as the
+        # loaded model: 0.5 s of a warm 10 s Instant grid on two CPU cores, BENCHMARKS.md).
+        report("reference", 0.01 * n / len(networks), f"scoring {net.name} on its own")
+        key = (config.dataset, config.eval_limit, str(device), *layout)
+        if key not in net.scores:  # scored on the copy the fused passes use too
+            copy = engine_network(net, fold_bn=layout[0], channels_last=layout[1])
+            net.scores[key] = evaluate_network(copy, test_dev, device, batch, cancel=cancel)
+        return net.scores[key]
+
+    scores = {id(net): score(n, net) for n, net in enumerate(networks)}
+    for job in active:
+        job.result.sender_accuracy = scores[id(job.sender)]
+        job.result.receiver_accuracy = scores[id(job.receiver)]
+        job.result.reference_accuracy = scores[id(job.real_receiver)]
+        if store is not None:
+            store.update_run(job.run_id, summary=summarize(job.result))
+    # In receiver-layer order (stable: senders keep theirs), so that a chunk holds the cells
+    # that share a receiver suffix and the fused pass runs each suffix once for all of them.
+    cells = [cell for job in active for cell in sorted(job.cells(store), key=lambda c: c.receiver_layer.depth)]
+    training = config.mode != "lstsq"
+    chunks = _plan_chunks(cells, device, config.batch_size if training else batch, training, memory_fraction)
+    todo = [chunk for chunk in chunks if any(c.key not in c.owner.done for c in chunk)]
+    check_cancel(cancel)
+    train = load_dataset(config.dataset, "train", config.train_limit).to(device) if todo else None
+    body, fitted = report.span(0.03, 1.0), False
+    if config.mode == "lstsq+train" and len(todo) > 1:
+        # Least squares runs no backward, so it fits in far fewer chunks than training: fit
+        # every cell first, and the passes over the training data that it needs run once per
+        # forward-only chunk instead of once per training chunk (the result is the same: a
+        # cell's solution does not depend on its chunk).
+        pending = [cell for chunk in todo for cell in chunk]
+        fit_chunks = _plan_chunks(pending, device, batch, False, memory_fraction)
+        share = _SHARES["lstsq+train"]["lstsq"]
+        for n, fit_chunk in enumerate(fit_chunks):
+            _fit_chunk(config, FusedStitches(fit_chunk, device, **engine), train, device,
+                       body.span(share * n / len(fit_chunks), share * (n + 1) / len(fit_chunks)), cancel)
+        body, fitted = body.span(share, 1.0), True
+    for n, chunk in enumerate(todo):
+        _run_chunk(config, chunk, train, test_dev, device, body.span(n / len(todo), (n + 1) / len(todo)),
+                   cancel, engine, fitted)
+        for cell in chunk:
+            if cell.key not in cell.owner.done:  # a resumed chunk recomputes its stored cells alike
+                _commit_cell(store, cell.owner.run_id, cell.owner.result, cell)
 
 
 def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> list[tuple[Layer, Layer]]:
@@ -333,35 +337,34 @@ def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> 
     return out
 
 
-def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report, cancel,
-               engine: dict | None = None, fitted: bool = False):
+def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report: Reporter,
+               cancel, engine: dict | None = None, fitted: bool = False):
     """Fit (unless ``fitted`` already), train and score one chunk of cells in one fused pass each."""
     fused = FusedStitches(chunk, device, **(engine or {}))
     fit = config.mode in ("lstsq", "lstsq+train") and not fitted
     trains = config.mode in ("train", "lstsq+train")
-    fit_share = (0.15 if trains else 1.0) if fit else 0.0
-    evaluate_share = 0.1
-    work = report.span(0.0, 1 - evaluate_share)
+    shares = dict(_SHARES[config.mode])
+    if not fit:
+        shares["lstsq"] = 0.0
+    total = sum(shares.values())
+    fit_end = shares.get("lstsq", 0.0) / total
+    train_end = fit_end + shares.get("train", 0.0) / total
     if fit:
-        _fit_chunk(config, fused, train, device, work.span(0.0, fit_share), cancel)
+        _fit_chunk(config, fused, train, device, report.span(0.0, fit_end), cancel)
     if trains:
-        progress = work.span(fit_share, 1.0)
         fused.train(train, config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay,
-                    config.seed, lambda done, total, _e: progress("train", done / total, f"train: step {done}/{total}"),
-                    cancel)
-    confusions = fused.evaluate(test, _eval_batch(device), lambda d, t, _e: report(
-        "evaluate", (1 - evaluate_share) + evaluate_share * d / t, f"scoring: batch {d}/{t}"), cancel)
+                    config.seed, report.span(fit_end, train_end), cancel)
+    confusions = fused.evaluate(test, _eval_batch(device), report.span(train_end, 1.0), cancel)
     for cell in chunk:
         cell.confusion = confusions.get(id(cell))
 
 
-def _fit_chunk(config: GridConfig, fused: FusedStitches, train: ImageSet, device, report, cancel) -> None:
+def _fit_chunk(config: GridConfig, fused: FusedStitches, train: ImageSet, device, report: Reporter, cancel) -> None:
     """Least-squares fit of the cells of ``fused``; under lstsq+train, a cell too large for least
     squares is trained from its default initialisation instead."""
     # No backward here, so large batches; each batch gives at most lstsq_rows rows per system.
     fused.fit_lstsq(train.head(config.lstsq_images), 1000 if device.type == "cuda" else 256, config.seed,
-                    config.lstsq_rows, lambda done, total, _e: report("lstsq", done / total,
-                                                                      f"lstsq: step {done}/{total}"), cancel)
+                    config.lstsq_rows, report, cancel)
     if config.mode == "lstsq+train":
         for cell in fused.cells:
             if cell.failed:
@@ -401,24 +404,3 @@ def _commit(store, run_id, result: GridResult, key, status, accuracy, details, s
         store.put_cell(run_id, key[0], key[1], status, accuracy, details, stitch_blob)
     elif stitch_blob is not None:  # computed elsewhere (a Ray worker): travels with the result
         result.stitches[key] = stitch_blob
-
-
-class _Reporter:
-    """Turns phase progress into overall fraction + ETA for the ``progress`` callback."""
-
-    def __init__(self, callback, start: float, lo: float = 0.0, hi: float = 1.0, run_id: str | None = None):
-        self.callback, self.start, self.lo, self.hi, self.run_id = callback, start, lo, hi, run_id
-
-    def __call__(self, stage: str, fraction: float, message: str) -> None:
-        if self.callback is None:
-            return
-        overall = self.lo + (self.hi - self.lo) * min(max(fraction, 0.0), 1.0)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / overall - elapsed if overall > 0.02 else None
-        self.callback({"stage": stage, "fraction": overall, "message": message, "eta": eta, "elapsed": elapsed,
-                       "run_id": self.run_id})
-
-    def span(self, lo: float, hi: float) -> _Reporter:
-        """The reporter of the part ``[lo, hi]`` (fractions of this one's range) of the work."""
-        width = self.hi - self.lo
-        return _Reporter(self.callback, self.start, self.lo + lo * width, self.lo + hi * width, self.run_id)

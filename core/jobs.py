@@ -1,18 +1,20 @@
 """Background jobs: a queue in the store's SQLite file, and one worker process that runs it.
 
-The dashboard never computes inline (Streamlit reruns the script on every click): a page
-:func:`submit`\\s a job and polls :func:`get`. One worker process per store claims queued
+The dashboard never computes inline (Streamlit reruns the script on every click): pages go
+through :mod:`core.runs`, which queues work here. One worker process per store claims queued
 jobs in order (one GPU, one job at a time), reports progress and an ETA into the job's row,
-checks the job's cancel flag between steps, and commits results to the store as they come.
+checks the job's cancel flag before every unit of work, and commits results to the store as
+they come.
 
 Why a process and a SQLite queue rather than a thread: a worker killed mid-grid (even by
 SIGKILL) loses only the cell in flight; the next worker finds the job still marked
 ``running`` under a dead pid, puts it back in the queue, and the grid resumes from the cells
 already stored. Every browser session, and every app process, shares the one queue.
 
-Job kinds: ``grid`` (params: a :class:`core.grid.GridConfig` dict, or ``{"configs": [...]}`` for
-a grid with its controls, plus ``device`` and ``name``)
-and ``cka`` (params of :func:`core.cka.model_cka` plus ``device``). ``echo`` exists for tests.
+A job is of a kind registered in :mod:`core.runs` (grid, cka, attributions, stitch-cka) and
+holds a list of that kind's configurations, each under its identity key in ``job_keys``: a
+configuration already queued or running is never queued twice (:func:`submit` checks and
+queues in one transaction).
 """
 
 from __future__ import annotations
@@ -20,27 +22,63 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .errors import Cancelled, QueueFull
+from .progress import Progress, Status
 from .store import Store
 
-__all__ = ["submit", "get", "cancel", "list_jobs", "run_worker", "ensure_worker", "QueueFull", "JOB_KINDS",
-           "max_queue"]
+__all__ = ["submit", "get", "cancel", "list_jobs", "run_worker", "ensure_worker", "worker_pid", "QueueFull",
+           "Queued", "max_queue", "ACTIVE"]
 
-JOB_KINDS = ("grid", "cka", "echo")
-ACTIVE = ("queued", "running")
+ACTIVE = Status.active()
 _PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for a live bar, cheap for SQLite
-_CANCEL_INTERVAL = 0.5
+
+# The jobs module owns these tables; they live in the store's file so that one SQLite file is
+# everything (results and the queue) and a job's results and its row commit alike.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    owner TEXT,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT,
+    eta REAL,
+    run_id TEXT,
+    error TEXT,
+    cancel INTEGER NOT NULL DEFAULT 0,
+    worker_pid INTEGER,
+    heartbeat REAL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id);
+CREATE TABLE IF NOT EXISTS job_keys (
+    job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_keys_by_key ON job_keys (key);
+"""
+_READY: set[str] = set()
 
 
-class QueueFull(RuntimeError):
-    """Too many jobs are waiting; the message says how many and what to do."""
+def _tables(store: Store) -> Store:
+    """The store, with the queue's tables created (once per store file and process)."""
+    if str(store.path) not in _READY:
+        store.add_tables(_SCHEMA)
+        _READY.add(str(store.path))
+    return store
 
 
 def max_queue() -> int:
@@ -49,23 +87,51 @@ def max_queue() -> int:
 
 
 # --- the client side: what pages call ----------------------------------------------------------
-def submit(store: Store, kind: str, params: dict, owner: str | None = None) -> int:
-    """Queue a job; returns its id. Raises :class:`QueueFull` when the queue is at its bound."""
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r}: one of {', '.join(JOB_KINDS)}")
-    with store.transaction() as conn:
+@dataclass
+class Queued:
+    """What :func:`submit` did: the job it queued (None if every configuration was queued or
+    running already) and the active jobs that already hold some of them (``following``)."""
+
+    job_id: int | None
+    following: list[int] = field(default_factory=list)
+
+    @property
+    def job_ids(self) -> list[int]:
+        return ([self.job_id] if self.job_id is not None else []) + self.following
+
+
+def submit(store: Store, kind: str, configs: list[dict], keys: list[str], options: dict | None = None,
+           owner: str | None = None) -> Queued:
+    """Queue one job of ``kind`` for the ``configs`` whose identity ``keys`` no queued or running
+    job holds; the check and the insert are one transaction, so two clicks (or two sessions)
+    never queue the same work twice. ``options`` (device, name) apply to the whole job.
+    Raises :class:`QueueFull` when the queue is at its bound."""
+    if len(configs) != len(keys):
+        raise AssertionError("one identity key per configuration")
+    with _tables(store).transaction() as conn:
+        marks = ", ".join("?" * len(keys))
+        held = conn.execute(f"SELECT k.key, k.job_id FROM job_keys k JOIN jobs j ON j.id = k.job_id "
+                            f"WHERE k.key IN ({marks}) AND j.status IN ('queued', 'running')", keys).fetchall()
+        holder = {row["key"]: row["job_id"] for row in held}
+        following = sorted(set(holder.values()))
+        todo = [(config, key) for config, key in zip(configs, keys) if key not in holder]
+        if not todo:
+            return Queued(None, following)
         waiting = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
         if waiting >= max_queue():
             raise QueueFull(f"the job queue is full ({waiting} jobs waiting, limit {max_queue()}); "
                             f"wait for some to finish or cancel yours (STITCHLAB_MAX_QUEUE raises the limit)")
+        params = {**(options or {}), "configs": [config for config, _ in todo]}
         cur = conn.execute("INSERT INTO jobs (kind, params, owner, status, message, created) "
                            "VALUES (?, ?, ?, 'queued', 'waiting for the worker', ?)",
                            (kind, json.dumps(params, sort_keys=True), owner, time.time()))
-        return int(cur.lastrowid)
+        job_id = int(cur.lastrowid)
+        conn.executemany("INSERT OR IGNORE INTO job_keys VALUES (?, ?)", [(job_id, key) for _, key in todo])
+        return Queued(job_id, following)
 
 
 def get(store: Store, job_id: int) -> dict:
-    with store.connect() as conn:
+    with _tables(store).connect() as conn:
         row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         ahead = 0
         if row is not None and row["status"] == "queued":
@@ -90,14 +156,15 @@ def list_jobs(store: Store, owner: str | None = None, active_only: bool = False,
     if clauses:
         query += " WHERE " + " AND ".join(clauses)
     query += " ORDER BY id DESC LIMIT ?"
-    with store.connect() as conn:
+    with _tables(store).connect() as conn:
         rows = conn.execute(query, (*args, limit)).fetchall()
     return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
 
 
 def cancel(store: Store, job_id: int) -> None:
-    """Ask a job to stop: a queued job is cancelled at once, a running one at its next step."""
-    with store.transaction() as conn:
+    """Ask a job to stop: a queued job is cancelled at once, a running one before its next unit
+    of work (training step, scoring batch, least-squares batch, CKA batch)."""
+    with _tables(store).transaction() as conn:
         conn.execute("UPDATE jobs SET status = 'cancelled', message = 'cancelled before it started', "
                      "finished = ? WHERE id = ? AND status = 'queued'", (time.time(), job_id))
         conn.execute("UPDATE jobs SET cancel = 1 WHERE id = ? AND status = 'running'", (job_id,))
@@ -105,29 +172,28 @@ def cancel(store: Store, job_id: int) -> None:
 
 # --- the worker side ---------------------------------------------------------------------------
 class _JobContext:
-    """Progress and cancel plumbing for one running job, rate-limited against SQLite."""
+    """Progress and cancel plumbing for one running job."""
 
     def __init__(self, store: Store, job_id: int):
         self.store, self.job_id = store, job_id
         self._last_progress = 0.0
-        self._last_cancel_check = 0.0
         self._cancelled = False
 
-    def progress(self, event: dict) -> None:
+    def progress(self, event: Progress) -> None:
+        """Write the event to the job's row (rate-limited: SQLite is not a message bus)."""
         now = time.monotonic()
-        if now - self._last_progress < _PROGRESS_INTERVAL and event.get("fraction", 0) < 1.0:
+        if now - self._last_progress < _PROGRESS_INTERVAL and event.fraction < 1.0:
             return
         self._last_progress = now
         with self.store.transaction() as conn:
             conn.execute("UPDATE jobs SET progress = ?, message = ?, eta = ?, heartbeat = ?, "
                          "run_id = COALESCE(?, run_id) WHERE id = ?",
-                         (float(event.get("fraction", 0.0)), event.get("message"), event.get("eta"), time.time(),
-                          event.get("run_id"), self.job_id))
+                         (float(event.fraction), event.message, event.eta, time.time(), event.run_id, self.job_id))
 
     def cancelled(self) -> bool:
-        now = time.monotonic()
-        if not self._cancelled and now - self._last_cancel_check >= _CANCEL_INTERVAL:
-            self._last_cancel_check = now
+        """Asked before every unit of work, so not rate-limited: one indexed read (well under a
+        millisecond) against a training step of tens of milliseconds at least."""
+        if not self._cancelled:
             with self.store.connect() as conn:
                 row = conn.execute("SELECT cancel FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
             self._cancelled = bool(row and row[0])
@@ -177,60 +243,18 @@ def _finish(store: Store, job_id: int, status: str, message: str | None, run_id:
                      (status, message, error, time.time(), status, run_id, job_id))
 
 
-def _execute(store: Store, job: dict, ctx: _JobContext) -> str | None:
-    """Run one job; returns the run id it produced."""
-    params = dict(job["params"])
-    kind = job["kind"]
-    if kind == "echo":  # a job that sleeps in steps: lets tests drive the runner without torch
-        steps, delay = int(params.get("steps", 5)), float(params.get("delay", 0.05))
-        for k in range(steps):
-            if ctx.cancelled():
-                from .fused import Cancelled
-
-                raise Cancelled()
-            time.sleep(delay)
-            ctx.progress({"fraction": (k + 1) / steps, "message": f"step {k + 1}/{steps}"})
-        run_id = store.create_run("echo", {"job": job["id"], **params})
-        store.update_run(run_id, status="done", summary={"value": params.get("value")})
-        return run_id
-    device = params.pop("device", "auto")
-    name = params.pop("name", None)
-    if kind == "grid":  # one grid, or {"configs": [...]}: a grid and its controls, sharing one data pass
-        from .grid import run_grids
-
-        configs = params["configs"] if "configs" in params else [params]
-        results = _with_oom_retry(lambda budget: run_grids(configs, store=store, device=device, progress=ctx.progress,
-                                                           cancel=ctx.cancelled, names=[name] * len(configs),
-                                                           memory_fraction=budget))
-        return results[0].run_id
-    if kind == "cka":
-        from .cka_runs import run_cka
-
-        return run_cka(params, store=store, device=device, progress=ctx.progress, cancel=ctx.cancelled, name=name)
-    raise ValueError(f"unknown job kind {kind!r}")
+# (store, kind, configs, options, progress, cancel) -> the run id the job produced
+Execute = Callable[[Store, str, list, dict, Callable[[Progress], None], Callable[[], bool]], "str | None"]
 
 
-def _with_oom_retry(run, budgets=(0.45, 0.2, 0.08)):
-    """CUDA out of memory: retry with smaller fused chunks (results do not change), then give up."""
-    import torch
-
-    for k, budget in enumerate(budgets):
-        try:
-            return run(budget)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if k == len(budgets) - 1:
-                raise RuntimeError("the GPU ran out of memory even with the smallest chunks; use fewer layers, "
-                                   "a smaller batch size, or the CPU") from None
-
-
-def run_worker(db: str | os.PathLike | None = None, poll: float = 0.5, idle_exit: float | None = 600.0,
-               max_jobs: int | None = None) -> int:
+def run_worker(execute: Execute, db: str | os.PathLike | None = None, poll: float = 0.5,
+               idle_exit: float | None = 600.0, max_jobs: int | None = None) -> int:
     """Serve the queue of the store at ``db`` until idle for ``idle_exit`` seconds; returns jobs run.
 
-    Only one worker serves a store: a second one exits at once (an exclusive lock file).
+    ``execute`` runs one job (:func:`core.runs.execute`: this queue knows no kinds). Only one
+    worker serves a store: a second one exits at once (an exclusive lock file).
     """
-    store = Store(db)
+    store = _tables(Store(db))
     lock = open(_lock_path(store.path), "a+")
     # worker_pid() takes the lock for an instant to see whether a worker holds it; keep trying a
     # little while, so that a check at the wrong moment does not send the only worker away.
@@ -258,7 +282,7 @@ def run_worker(db: str | os.PathLike | None = None, poll: float = 0.5, idle_exit
                     break
                 time.sleep(poll)
                 continue
-            _run_one(store, job)
+            _run_one(store, job, execute)
             done += 1
             idle_since = time.monotonic()
     finally:
@@ -267,18 +291,18 @@ def run_worker(db: str | os.PathLike | None = None, poll: float = 0.5, idle_exit
     return done
 
 
-def _run_one(store: Store, job: dict) -> None:
-    from .fused import Cancelled
-
+def _run_one(store: Store, job: dict, execute: Execute) -> None:
     ctx = _JobContext(store, job["id"])
     try:
-        run_id = _execute(store, job, ctx)
-        _finish(store, job["id"], "done", "finished", run_id)
+        options = dict(job["params"])
+        configs = options.pop("configs")
+        run_id = execute(store, job["kind"], configs, options, ctx.progress, ctx.cancelled)
+        _finish(store, job["id"], Status.DONE, "finished", run_id)
     except Cancelled:
-        _finish(store, job["id"], "cancelled", "cancelled; finished cells are kept")
+        _finish(store, job["id"], Status.CANCELLED, "cancelled; finished results are kept")
     except Exception as exc:  # one job's failure must not take the worker (or the app) down
         message = " ".join(str(exc).split()) or type(exc).__name__
-        _finish(store, job["id"], "failed", message, error=traceback.format_exc(limit=8))
+        _finish(store, job["id"], Status.FAILED, message, error=traceback.format_exc(limit=8))
 
 
 def _lock_path(db_path: Path) -> Path:
@@ -308,7 +332,7 @@ def ensure_worker(db: str | os.PathLike | None = None) -> int:
     and Streamlit's reruns; it exits after ten idle minutes and is started again on demand.
     """
     db_path = Path(db or paths.default_db()).expanduser()
-    Store(db_path)  # create or validate the store before a worker touches it
+    _tables(Store(db_path))  # create or validate the store before a worker touches it
     pid = worker_pid(db_path)
     if pid:
         return pid
@@ -325,8 +349,3 @@ def ensure_worker(db: str | os.PathLike | None = None) -> int:
         time.sleep(0.05)
     return proc.pid
 
-
-def stop_worker(db: str | os.PathLike | None = None, sig: int = signal.SIGTERM) -> None:
-    pid = worker_pid(db)
-    if pid:
-        os.kill(pid, sig)

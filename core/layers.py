@@ -34,6 +34,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs, create_feature_extractor
 
+from .errors import UntraceableError
+
 __all__ = ["Layer", "list_layers", "resolve_layer", "sender_prefix", "receiver_suffix", "LayerGraph", "layer_graph"]
 
 _EXAMPLE_BATCH = 3  # an odd batch size tells the batch dimension apart from a weight's dimensions
@@ -181,10 +183,6 @@ class LayerGraph:
                 f"Stitch at a cut point such as {defaults}{more} (list_layers(model, all_nodes=True) lists all)")
         raise ValueError(f"unknown layer {name!r} of {model_label}: choose one of {defaults}{more} "
                          f"(see list_layers(model) or: python -m core layers MODEL)")
-
-
-class UntraceableError(TypeError):
-    """torch.fx could not trace the model."""
 
 
 def _block_modules(module: nn.Module) -> list[str]:

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import paths
+from .recipes import RECIPES
 
 __all__ = ["LESSON_FILE", "LESSON_GRIDS", "build_lesson", "read_lesson"]
 
 LESSON_FILE = paths.ASSETS / "lesson" / "lesson.json"
-_PAPER = {"mode": "train", "epochs": 3.0, "lr": 0.01, "momentum": 0.9, "batch_size": 256, "weight_decay": 0.01}
+_PAPER = RECIPES["paper"].settings
 _PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0"}
 LESSON_GRIDS = {
     "seeds": {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", **_PAPER},

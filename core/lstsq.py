@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from .errors import LstsqTooLarge
+
 __all__ = ["NormalEquations", "MAX_LSTSQ_INPUTS", "LstsqTooLarge"]
 
 MAX_LSTSQ_INPUTS = 8192  # XᵀX of 8192 inputs is 512 MB in float64; beyond that, train instead
-
-
-class LstsqTooLarge(ValueError):
-    """The normal equations of this stitch would not fit in memory."""
 
 
 class NormalEquations:

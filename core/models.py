@@ -24,12 +24,12 @@ import torch
 import torchvision
 from torch import nn
 
-from . import paths, zoo
+from . import paths, sources, zoo
 from .architectures import build_architecture
 from .checkpoints import CheckpointError, apply_state_dict, read_checkpoint
 from .data import FASHION_MNIST
 
-__all__ = ["Network", "load_model", "list_models", "parse_name", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Network", "load_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,10 +84,6 @@ class Network:
         """Logits for images in [0, 1]."""
         return self.module(self.prepare(images))
 
-    @property
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.module.parameters())
-
     def to(self, device) -> Network:
         self.module.to(device)
         return self
@@ -100,24 +96,8 @@ class Network:
 
 def _named_random(net: Network, seed: int) -> Network:
     """``net`` (whose module was built from ``seed``) under its ``@random:SEED`` name."""
-    return replace(net, name=f"{base_name(net.name)}@random:{seed}",
+    return replace(net, name=sources.random_name(net.name, seed),
                    info={**net.info, "random_seed": seed, "test_accuracy": None})
-
-
-def base_name(name: str) -> str:
-    return name.split("@", 1)[0]
-
-
-def parse_name(name: str) -> tuple[str, int | None]:
-    """``"zoo/resnet_1111-s0@random:3"`` -> ``("zoo/resnet_1111-s0", 3)``; no suffix -> seed None."""
-    if "@" not in name:
-        return name, None
-    base, suffix = name.rsplit("@", 1)
-    if suffix == "random":
-        return base, 0
-    if suffix.startswith("random:") and suffix[len("random:"):].lstrip("-").isdigit():
-        return base, int(suffix[len("random:"):])
-    raise ValueError(f"unknown model suffix '@{suffix}' in {name!r}: use '@random' or '@random:SEED'")
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -147,21 +127,17 @@ def load_model(name: str, device: str | torch.device = "cpu", config: dict | Non
         >>> net(torch.rand(8, 1, 32, 32)).shape
         torch.Size([8, 10])
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a model name is a string such as 'zoo/resnet_1111-s0', got {name!r}")
-    base, seed = parse_name(name)
-    if base.startswith("zoo/"):
-        net = _load_zoo(base[len("zoo/"):], seed)
-    elif base.startswith("paper/"):
-        net = _load_zoo(base[len("paper/"):], seed, prefix="paper", zoo_dir=paths.home() / "zoo-paper")
-    elif base.startswith("torchvision/"):
-        net = _load_torchvision(base[len("torchvision/"):], seed)
-    elif base.startswith("file:"):  # the checkpoint's architecture may live only in the file
-        net = _load_file(base[len("file:"):], config)
+    model = sources.parse(name)
+    seed = model.seed
+    if model.source == "zoo/":
+        net = _load_zoo(model.key, seed)
+    elif model.source == "paper/":
+        net = _load_zoo(model.key, seed, prefix="paper", zoo_dir=paths.home() / "zoo-paper")
+    elif model.source == "torchvision/":
+        net = _load_torchvision(model.key, seed)
+    else:  # file: the checkpoint's architecture may live only in the file
+        net = _load_file(model.key, config)
         net = net if seed is None else net.random_copy(seed)
-    else:
-        raise ValueError(f"unknown model {name!r}: names start with 'zoo/', 'paper/', 'torchvision/' or 'file:' "
-                         f"(python -m core models lists the zoo)")
     return net.to(device)
 
 

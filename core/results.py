@@ -21,29 +21,18 @@ receiver layer (later into earlier, sender layers as rows), ``upper_right`` when
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-from . import paths, zoo
+from .sources import fingerprint
 
-__all__ = ["GridConfig", "GridResult", "load_grid", "summarize", "MODES", "CONTROLS", "PRESETS",
-           "DEFAULT_MAX_PARAMS"]
+__all__ = ["GridConfig", "GridResult", "load_grid", "summarize", "MODES", "CONTROLS", "DEFAULT_MAX_PARAMS",
+           "fingerprint"]
 
 DEFAULT_MAX_PARAMS = 25_000_000  # ~100 MB of fp32 weights for one stitch: beyond that it is no longer "small"
 
 MODES = ("train", "lstsq", "lstsq+train")
 CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
-# What the dashboard offers; the CLI exposes every field.
-PRESETS = {
-    "instant": {"mode": "lstsq"},
-    "standard": {"mode": "train", "epochs": 1.0},
-    # The seed paper: 3-4 epochs, SGD momentum 0.9, lr 0.01, batch 256, weight decay 0.01.
-    "paper": {"mode": "train", "epochs": 3.0, "lr": 0.01, "momentum": 0.9, "batch_size": 256, "weight_decay": 0.01},
-}
-
-
 @dataclass
 class GridConfig:
     """Everything that determines a grid's result (and so its identity in the store)."""
@@ -100,27 +89,8 @@ class GridConfig:
 
     def identity(self, device_type: str) -> dict:
         """The config plus what else changes the numbers: model weights and the device type."""
-        return {**asdict(self), "sender_weights": _fingerprint(self.sender),
-                "receiver_weights": _fingerprint(self.receiver), "device_type": device_type}
-
-
-def _fingerprint(name: str) -> str:
-    base = name.split("@", 1)[0]
-    if base.startswith("zoo/"):
-        return zoo.zoo_entry(base[4:])["sha256"]
-    if base.startswith("paper/"):
-        return zoo.zoo_entry(base[6:], paths.home() / "zoo-paper")["sha256"]
-    if base.startswith("file:"):
-        path = Path(base[5:]).expanduser()
-        stat = path.stat()
-        return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
-    return base
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """A checkpoint's sha256, hashed again only when the file changes (pages ask on every rerun)."""
-    return zoo.sha256_of(Path(path))
+        return {**asdict(self), "sender_weights": fingerprint(self.sender),
+                "receiver_weights": fingerprint(self.receiver), "device_type": device_type}
 
 
 @dataclass

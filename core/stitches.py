@@ -34,11 +34,8 @@ from torch import nn
 
 __all__ = ["Stitch", "make_stitch", "NotStitchable", "StitchedNetwork", "stitch_kind", "DEFAULT_MAX_PARAMS"]
 
+from .errors import NotStitchable
 from .results import DEFAULT_MAX_PARAMS
-
-
-class NotStitchable(ValueError):
-    """No stitch of acceptable size connects these two shapes."""
 
 
 def _kind(shape) -> str:

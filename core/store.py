@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
+from .errors import StoreError
 
-__all__ = ["Store", "StoreError", "config_hash", "open_store"]
+__all__ = ["Store", "StoreError", "config_hash"]
 
 SCHEMA_VERSION = 1
 APP_ID = "stitchlab"
@@ -60,30 +61,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     value BLOB,
     PRIMARY KEY (run_id, key)
 );
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    params TEXT NOT NULL,
-    owner TEXT,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    message TEXT,
-    eta REAL,
-    run_id TEXT,
-    error TEXT,
-    cancel INTEGER NOT NULL DEFAULT 0,
-    worker_pid INTEGER,
-    heartbeat REAL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id);
 """
-
-
-class StoreError(RuntimeError):
-    """The database file cannot be used as a StitchLab store."""
 
 
 def config_hash(config: dict) -> str:
@@ -122,6 +100,12 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def add_tables(self, schema: str) -> None:
+        """Create a module's own tables (``CREATE ... IF NOT EXISTS`` statements) in this store."""
+        with self.transaction() as conn:
+            for statement in filter(str.strip, schema.split(";")):
+                conn.execute(statement)
 
     def _check_and_init(self):
         existed = self.path.exists() and self.path.stat().st_size > 0
@@ -175,11 +159,15 @@ class Store:
                          (run_id, kind, name, config_hash(config), json.dumps(config, sort_keys=True), now, now))
         return run_id
 
-    def find_run(self, kind: str, config: dict) -> dict | None:
-        """The newest run of this exact configuration (any status), or None."""
+    def find_run(self, kind: str, config: dict | list[dict], statuses: tuple[str, ...] | None = None) -> dict | None:
+        """The newest run of this exact configuration (or of any of a list of them), in one of
+        ``statuses`` (None: any), or None. One indexed query, however many runs are stored."""
+        hashes = [config_hash(c) for c in (config if isinstance(config, list) else [config])]
+        query = (f"SELECT * FROM runs WHERE kind = ? AND config_hash IN ({', '.join('?' * len(hashes))})"
+                 + (f" AND status IN ({', '.join('?' * len(statuses))})" if statuses else "")
+                 + " ORDER BY created DESC LIMIT 1")
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM runs WHERE config_hash = ? AND kind = ? ORDER BY created DESC LIMIT 1",
-                               (config_hash(config), kind)).fetchone()
+            row = conn.execute(query, (kind, *hashes, *(statuses or ()))).fetchone()
         return _run_dict(row) if row else None
 
     def get_run(self, run_id: str) -> dict:
@@ -190,6 +178,7 @@ class Store:
         return _run_dict(row)
 
     def list_runs(self, kind: str | None = None, limit: int = 500) -> list[dict]:
+        """The newest ``limit`` runs, for listings; to find a run, use :meth:`find_run`."""
         with self.connect() as conn:
             if kind:
                 rows = conn.execute("SELECT * FROM runs WHERE kind = ? ORDER BY created DESC LIMIT ?", (kind, limit))
@@ -266,6 +255,3 @@ def _run_dict(row: sqlite3.Row) -> dict:
     d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
     return d
 
-
-def open_store(path: str | os.PathLike | None = None) -> Store:
-    return Store(path)

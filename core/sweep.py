@@ -37,7 +37,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import paths, zoo
-from .results import CONTROLS, MODES, REGIONS, GridConfig, GridResult, depth_region, relative_depth, summarize
+from .errors import Cancelled
+from .progress import Status, check_cancel
+from .results import CONTROLS, MODES, REGIONS, GridConfig, depth_region, relative_depth
+from .sweep_tracking import Entry, Tracker, commit_grid, record_failure
 
 # torch, the engine and ray are imported where a sweep runs, so the dashboard can read a
 # sweep's status without paying for them.
@@ -47,7 +50,6 @@ __all__ = ["SweepConfig", "PAIRS", "EXECUTORS", "expand_models", "enumerate_pair
 
 PAIRS = ("all", "diagonal", "distinct")
 EXECUTORS = ("local", "ray")
-MAX_RETRIES = 2  # Ray attempts a grid at most 1 + MAX_RETRIES times
 _GLOB = set("*?[")
 
 
@@ -148,57 +150,6 @@ class SweepConfig:
         return {**asdict(self), "model_names": self.model_names(), "device_type": device_type}
 
 
-# --- bookkeeping shared by both executors -------------------------------------------------------
-@dataclass
-class _Entry:
-    config: GridConfig
-    identity: dict
-    run_id: str | None = None
-    state: str = "pending"  # pending | running | done | failed | cancelled
-
-    def public(self) -> dict:
-        return {"sender": self.config.sender, "receiver": self.config.receiver, "control": self.config.control,
-                "run_id": self.run_id, "state": self.state}
-
-    def label(self) -> str:
-        return f"{self.config.sender} -> {self.config.receiver} ({self.config.control})"
-
-
-class _Tracker:
-    """The sweep's view of its grids: writes the ``grids`` artifact (throttled) and reports
-    progress with an ETA from the grids computed in this session."""
-
-    def __init__(self, store, sweep_id: str, entries: list[_Entry], progress):
-        self.store, self.sweep_id, self.entries, self.progress = store, sweep_id, entries, progress
-        self.start, self.computed, self.last_flush = time.perf_counter(), 0, 0.0
-
-    def flush(self, force: bool = True) -> None:
-        if force or time.perf_counter() - self.last_flush > 1.0:
-            self.store.put_artifact(self.sweep_id, "grids", [e.public() for e in self.entries])
-            self.last_flush = time.perf_counter()
-
-    def count(self, state: str) -> int:
-        return sum(e.state == state for e in self.entries)
-
-    def report(self, stage: str, message: str, partial: float = 0.0, entry: _Entry | None = None) -> None:
-        if self.progress is None:
-            return
-        total, done, failed = len(self.entries), self.count("done"), self.count("failed")
-        remaining = total - done - failed
-        elapsed = time.perf_counter() - self.start
-        worked = self.computed + partial
-        eta = elapsed / worked * (remaining - partial) if worked > 0.05 and remaining else None
-        self.progress({"stage": stage, "done": done, "failed": failed, "total": total,
-                       "fraction": (done + failed + partial) / max(1, total), "eta": eta, "elapsed": elapsed,
-                       "message": message, "grid": entry.public() if entry else None})
-
-    def finished(self, entry: _Entry, state: str, run_id: str | None, why: str | None = None) -> None:
-        entry.state, entry.run_id = state, run_id or entry.run_id
-        self.computed += 1
-        self.flush()
-        self.report("grid", f"{entry.label()}: {state}" + (f" ({why})" if why else ""), entry=entry)
-
-
 def run_sweep(config: SweepConfig | dict, store=None, executor: str = "local", device: str = "auto",
               name: str | None = None, ray_address: str | None = None, progress=None, cancel=None) -> dict:
     """Run (or resume) a sweep and return its :func:`sweep_status`.
@@ -212,10 +163,11 @@ def run_sweep(config: SweepConfig | dict, store=None, executor: str = "local", d
             cluster has GPUs.
         name: the sweep's name in the store.
         ray_address: a Ray cluster (``HEAD:6379``); None starts a small local Ray for the sweep.
-        progress: called with ``{"stage", "done", "failed", "total", "fraction", "eta", "message",
-            "grid"}``; stage ``"grid"`` follows each finished grid.
-        cancel: a callable returning True to stop; the sweep is then ``cancelled`` and
-            :class:`~core.grid.Cancelled` is raised. Ctrl-C does the same with KeyboardInterrupt.
+        progress: called with a :class:`core.progress.Progress` whose ``counts`` are ``{"done",
+            "failed", "total", "grid"}``; stage ``"grid"`` follows each finished grid.
+        cancel: a callable returning True to stop, asked before every unit of work of every
+            grid; the sweep is then ``cancelled`` and :class:`~core.errors.Cancelled` is raised.
+            Ctrl-C does the same with KeyboardInterrupt.
 
     Rerunning a cancelled or failed sweep with the same settings resumes it.
     """
@@ -246,24 +198,22 @@ def run_sweep(config: SweepConfig | dict, store=None, executor: str = "local", d
 
 
 def _run(config, grids, store, executor, device_type, name, progress, cancel) -> dict:
-    from .grid import Cancelled
-
     identity = config.identity(device_type)
     previous = store.find_run("sweep", identity)
     if previous is None:
         sweep_id = store.create_run("sweep", identity, name)
     else:
         sweep_id = previous["id"]
-        store.update_run(sweep_id, status="running", message="resumed", **({"name": name} if name else {}))
+        store.update_run(sweep_id, status=Status.RUNNING, message="resumed", **({"name": name} if name else {}))
     entries = []
     for grid in grids:
-        entry = _Entry(grid, grid.identity(device_type))
+        entry = Entry(grid, grid.identity(device_type))
         found = store.find_run("grid", entry.identity)
         if found is not None:
             entry.run_id = found["id"]
-            entry.state = "done" if found["status"] == "done" else "pending"
+            entry.state = "done" if found["status"] == Status.DONE else "pending"
         entries.append(entry)
-    tracker = _Tracker(store, sweep_id, entries, progress)
+    tracker = Tracker(store, sweep_id, entries, progress)
     tracker.flush()
     start = time.perf_counter()
     skipped = tracker.count("done")
@@ -282,11 +232,11 @@ def _run(config, grids, store, executor, device_type, name, progress, cancel) ->
             if e.state == "running":
                 e.state = "cancelled"
         tracker.flush()
-        store.update_run(sweep_id, status="cancelled", message="interrupted; rerun the same sweep to resume",
+        store.update_run(sweep_id, status=Status.CANCELLED, message="interrupted; rerun the same sweep to resume",
                          summary=_counts(entries))
         raise
     failed = tracker.count("failed")
-    status = "failed" if failed else "done"
+    status = Status.FAILED if failed else Status.DONE
     message = f"{failed} of {len(entries)} grids failed; rerun the same sweep to retry them" if failed else None
     store.update_run(sweep_id, status=status, message=message, seconds=time.perf_counter() - start,
                      summary=_counts(entries))
@@ -294,68 +244,41 @@ def _run(config, grids, store, executor, device_type, name, progress, cancel) ->
     return sweep_status(store, sweep_id)
 
 
-def _counts(entries: list[_Entry]) -> dict:
+def _counts(entries: list[Entry]) -> dict:
     return {"total": len(entries), "done": sum(e.state == "done" for e in entries),
             "failed": sum(e.state == "failed" for e in entries)}
 
 
 # --- local executor -----------------------------------------------------------------------------
-def _run_local(todo: list[_Entry], store, device_type: str, tracker: _Tracker, label: str, cancel) -> None:
-    from .grid import Cancelled, run_grid
+def _run_local(todo: list[Entry], store, device_type: str, tracker: Tracker, label: str, cancel) -> None:
+    from .grid import run_grid
 
     for entry in todo:
-        if cancel is not None and cancel():
-            raise Cancelled("sweep cancelled")
+        check_cancel(cancel)
         entry.state = "running"
         tracker.flush(force=False)
         tracker.report("grid-start", f"{entry.label()}: starting", entry=entry)
 
         def inner(event, entry=entry):
-            if event.get("run_id") and event["run_id"] != entry.run_id:  # known once run_grid has a run
-                entry.run_id = event["run_id"]
+            if event.run_id and event.run_id != entry.run_id:  # known once run_grid has a run
+                entry.run_id = event.run_id
                 tracker.flush()
-            tracker.report("grid-progress", f"{entry.label()}: {event['message']}", event["fraction"], entry)
+            tracker.report("grid-progress", f"{entry.label()}: {event.message}", event.fraction, entry)
 
         try:
             result = run_grid(entry.config, store=store, device=device_type, progress=inner, cancel=cancel,
                               name=f"{label}: {entry.label()}")
         except (KeyboardInterrupt, Cancelled):
             found = store.find_run("grid", entry.identity)  # run_grid marks an interrupted run failed
-            if found is not None and found["status"] != "done":
+            if found is not None and found["status"] != Status.DONE:
                 entry.run_id = found["id"]
-                store.update_run(found["id"], status="cancelled", message="sweep interrupted")
+                store.update_run(found["id"], status=Status.CANCELLED, message="sweep interrupted")
             raise
         except Exception as exc:  # this grid alone fails; a rerun of the sweep retries it
             entry.run_id = entry.run_id or (store.find_run("grid", entry.identity) or {}).get("id")
-            _record_failure(store, entry, tracker, label, f"{type(exc).__name__}: {exc}")
+            record_failure(store, entry, tracker, label, f"{type(exc).__name__}: {exc}")
             continue
         tracker.finished(entry, "done", result.run_id)
-
-
-def _record_failure(store, entry: _Entry, tracker: _Tracker, label: str, message: str) -> None:
-    run_id = entry.run_id or store.create_run("grid", entry.identity, f"{label}: {entry.label()}")
-    store.update_run(run_id, status="failed", message=message)
-    tracker.finished(entry, "failed", run_id, message)
-
-
-def commit_grid(store, config: GridConfig, identity: dict, result: GridResult, run_id: str | None = None,
-                name: str | None = None) -> str:
-    """Write a grid computed elsewhere (``run_grid(store=None)``) as a finished grid run.
-
-    Reuses ``run_id`` (an unfinished run of the same identity) or creates a run. Cells get
-    status, accuracy, details and the trained stitch's weights (``result.stitches``), so
-    :func:`core.grid.load_grid` and :func:`core.stitched.load_stitched` read it exactly like a
-    grid run_grid stored itself.
-    """
-    assert identity.get("sender") == config.sender and identity.get("control") == config.control
-    if run_id is None:
-        run_id = store.create_run("grid", identity, name)
-    else:
-        store.update_run(run_id, status="running", message=None)
-    for (i, j), cell in result.cells.items():
-        store.put_cell(run_id, i, j, cell["status"], cell["accuracy"], cell["details"], result.stitches.get((i, j)))
-    store.update_run(run_id, status="done", message=None, seconds=result.seconds, summary=summarize(result))
-    return run_id
 
 
 # --- reading a sweep back -----------------------------------------------------------------------

@@ -12,8 +12,9 @@ import os
 from dataclasses import asdict
 
 from . import paths
+from .progress import check_cancel
 from .results import GridConfig
-from .sweep import MAX_RETRIES, _Entry, _record_failure, _Tracker, commit_grid
+from .sweep_tracking import MAX_RETRIES, Entry, Tracker, commit_grid, record_failure
 
 __all__ = ["run_ray", "start_ray"]
 
@@ -37,8 +38,8 @@ def start_ray(address: str | None, device: str) -> tuple[str, bool]:
     try:
         import ray
     except ImportError:
-        raise ValueError("the ray executor needs Ray: pip install -r requirements.txt (or use --executor local)") \
-            from None
+        raise ValueError("the ray executor needs Ray: pip install -r requirements-ray.txt "
+                         "(or use --executor local)") from None
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {device!r} for Ray: use auto, cpu or cuda")
@@ -92,10 +93,8 @@ def _remote(task, device_type: str):
                       runtime_env=runtime_env, **resources)(task)
 
 
-def run_ray(todo: list[_Entry], store, device_type: str, tracker: _Tracker, label: str, cancel) -> None:
+def run_ray(todo: list[Entry], store, device_type: str, tracker: Tracker, label: str, cancel) -> None:
     import ray
-
-    from .grid import Cancelled
 
     remote = _remote(_grid_task, device_type)
     slots = int(ray.cluster_resources().get("GPU" if device_type == "cuda" else "CPU", 1)) or 1
@@ -109,8 +108,7 @@ def run_ray(todo: list[_Entry], store, device_type: str, tracker: _Tracker, labe
                 inflight[remote.remote(asdict(entry.config), device_type)] = entry
             tracker.flush(force=False)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            if cancel is not None and cancel():
-                raise Cancelled("sweep cancelled")
+            check_cancel(cancel)
             for ref in ready:
                 _collect(ref, inflight.pop(ref), store, tracker, label)
     except BaseException:
@@ -120,7 +118,7 @@ def run_ray(todo: list[_Entry], store, device_type: str, tracker: _Tracker, labe
         raise
 
 
-def _collect(ref, entry: _Entry, store, tracker: _Tracker, label: str) -> None:
+def _collect(ref, entry: Entry, store, tracker: Tracker, label: str) -> None:
     import ray
 
     try:
@@ -128,10 +126,10 @@ def _collect(ref, entry: _Entry, store, tracker: _Tracker, label: str) -> None:
     except ray.exceptions.RayError as exc:
         cause = getattr(exc, "cause", None) or exc
         first = (str(cause).strip().splitlines() or [""])[0]
-        _record_failure(store, entry, tracker, label, f"{type(cause).__name__}: {first}")
+        record_failure(store, entry, tracker, label, f"{type(cause).__name__}: {first}")
         return
     if out["identity"] != entry.identity:
-        _record_failure(store, entry, tracker, label,
+        record_failure(store, entry, tracker, label,
                         f"worker {out['worker']} has other weights than the driver for {entry.label()}; "
                         f"give every machine the same zoo")
         return

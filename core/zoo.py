@@ -13,12 +13,9 @@ import json
 from pathlib import Path
 
 from . import paths
+from .errors import ZooError
 
 __all__ = ["manifest_path", "read_manifest", "zoo_entry", "zoo_names", "sha256_of", "ZooError"]
-
-
-class ZooError(ValueError):
-    """A zoo model that is unknown, missing or altered."""
 
 
 def manifest_path(zoo_dir: Path | None = None) -> Path:

@@ -1,13 +1,17 @@
 """Attributions: what the sender, the receiver and the stitched network look at in one image."""
 
+import numpy as np
 import streamlit as st
 
-from core.attribution import METHOD_LABELS
+from core.attribution_maps import METHOD_LABELS
 from core.data_info import classes
 from ui import attributions as attr
+from ui import jobs
 from ui.grid_view import cell_picker
 from ui.grids import grids_of_pair
 from ui.state import store
+
+IMAGE_SHAPES = {"fashion-mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
 
 sel = st.session_state.selection
 st.title("Attributions")
@@ -31,9 +35,18 @@ else:
 
 names = classes(sel.dataset, 10)
 source = st.radio("Image", ["test set", "upload"], key="attr_source", bind="query-params", horizontal=True)
-index, upload = None, None
+index, pixels = None, None
 if source == "test set":
-    labels, predictions = attr.test_labels_and_predictions(sel.receiver, sel.dataset)
+    request, scored = attr.predictions(sel.receiver, sel.dataset)
+    if scored is None:
+        st.info("To browse the test images by class and by the receiver's answer, the receiver is scored on the "
+                "test set once (stored for every later visit).")
+        if st.button("Score the receiver on the test set", type="primary"):
+            jobs.submit("predictions", [request], sel.device)
+        jobs.progress_panel()
+        jobs.show_errors()
+        st.stop()
+    labels, predictions = np.asarray(scored["labels"]), np.asarray(scored["predictions"])
     left, right = st.columns(2)
     label = left.selectbox("Class", ["any"] + list(names), key="attr_class", bind="query-params")
     which = right.radio("Receiver's answer", ["all", "correct", "wrong"], key="attr_which", bind="query-params",
@@ -50,18 +63,32 @@ else:
                             key="attr_upload")
     if file is None:
         st.stop()
-    upload = file.getvalue()
+    try:
+        pixels = attr.uploaded_pixels(file.getvalue(), IMAGE_SHAPES.get(sel.dataset, (3, 32, 32)))
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
 
 method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="attr_method",
                       bind="query-params")
 use_true = st.checkbox("Explain the true class (else: the receiver's answer)", key="attr_true", bind="query-params",
                        disabled=source == "upload")
 try:
-    image, results, true_label = attr.attributions(sel.sender, sel.receiver, run_id, cell, sel.dataset, index,
-                                                   upload, method, use_true)
-except (ValueError, KeyError) as exc:
-    st.error(f"{exc}")
+    request = attr.attribution_request(sel.sender, sel.receiver, sel.dataset, method, index, pixels, run_id, cell,
+                                       use_true)
+except ValueError as exc:
+    st.error(str(exc))
     st.stop()
-st.pyplot(attr.figure(image, results, sel.dataset, true_label))
+result = attr.stored("attributions", request)
+if result is None:
+    jobs.request("attributions", request, sel.device)  # seconds; queued once, de-duplicated, cancellable
+jobs.progress_panel()
+jobs.show_errors()
+if result is None:
+    st.info("Computing the attributions in the background (a few seconds)…")
+    if st.button("Compute again"):
+        jobs.submit("attributions", [request], sel.device)
+    st.stop()
+st.pyplot(attr.figure(result, sel.dataset))
 st.caption("Red: pixels that raise the target class's score; blue: lower it (Saliency and Grad-CAM show magnitude "
            "only). Each map is scaled to its own 99th percentile.")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core.cka_runs import cka_config, find_cka, load_cka
+from core import runs
+from core.cka_runs import cka_config
 from ui import charts, grid_view, jobs
 from ui.analysis import agreement, disagreements
 from ui.grids import grid_json, grids_of_pair
@@ -19,9 +20,9 @@ kernel = left.radio("Kernel", ["linear", "rbf"], key="cka_kernel", bind="query-p
 images = right.select_slider("Test images", [500, 1000, 2000, 5000, 10000], value=2000, key="cka_images",
                              bind="query-params")
 config = cka_config(sel.sender, sel.receiver, kernel=kernel, limit=images, dataset=sel.dataset)
-found = find_cka(store(), config)
+found = runs.find(store(), "cka", config)
 if found is None and st.button("Compute CKA", type="primary"):
-    jobs.submit_once("cka", {**config, "device": sel.device})
+    jobs.submit("cka", [config], sel.device)
 jobs.progress_panel()
 jobs.show_errors()
 if found is None:
@@ -29,7 +30,7 @@ if found is None:
             "two CPU cores).")
     st.stop()
 
-cka = load_cka(store(), found["id"])
+cka = runs.load(store(), found["id"])
 grids = grids_of_pair(sel.sender, sel.receiver, control="none")
 left, right = st.columns(2)
 grid_view.plot(charts.cka_heatmap(cka), "cka_heatmap", left, square=True)

@@ -6,12 +6,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from ui import grid_view
+from ui import grid_view, jobs
 from ui.analysis import stitch_cka_panel
 from ui.grids import grid_json, grid_rows, settings_of
 from ui.state import store
 
 st.title("Runs")
+jobs.progress_panel()
+jobs.show_errors()
 runs = store().list_runs()
 if not runs:
     st.info("Nothing stored yet: run a grid on the Stitching page.")

@@ -34,7 +34,7 @@ def worker(tmp_path):
     """A store served by a worker thread (the same code the worker process runs)."""
     import threading
 
-    from core import jobs
+    from core import runs
     from core.store import Store
 
     store = Store(tmp_path / "jobs.sqlite3")
@@ -42,7 +42,7 @@ def worker(tmp_path):
 
     def serve():
         while not stop.is_set():
-            jobs.run_worker(store.path, poll=0.02, idle_exit=0.2)
+            runs.serve(store.path, poll=0.02, idle_exit=0.2)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -9,7 +9,8 @@ import torch
 
 from core.cka import MinibatchCKA, cka_matrix, gram_precision, hsic_unbiased
 from core.cka_models import model_cka, stitch_cka
-from core.fused import Cancelled, engine_prefix
+from core.errors import Cancelled
+from core.fused import engine_prefix
 from core.layers import resolve_layer, sender_prefix
 from core.stitches import make_stitch
 
@@ -280,7 +281,7 @@ def test_other_bad_input_is_refused_clearly():
 def test_model_cka_between_two_seeds(r1111_pair):
     seen = []
     result = model_cka("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", limit=600, batch_size=300, device="cpu",
-                       progress=lambda fraction, message: seen.append(fraction))
+                       progress=lambda event: seen.append(event.fraction))
     matrix = torch.tensor(result.cka)
     assert result.layers_a == result.layers_b == ["stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0"]
     assert matrix.shape == (5, 5) and result.n_examples == 600
@@ -371,18 +372,19 @@ def test_cli_writes_cka_json_and_reports_bad_layers_in_one_line(tmp_path, capsys
 
 
 def test_a_stored_cka_matrix_is_found_only_for_the_same_weights(tmp_path):
-    from core.cka_runs import _identity, cka_config, find_cka
+    from core import runs
+    from core.cka_runs import cka_config, cka_identity
     from core.store import Store
 
     store = Store(tmp_path / "s.sqlite3")
     config = cka_config("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", limit=100)
-    stale = store.create_run("cka", {**_identity(config), "weights_a": "weights that changed since"})
+    stale = store.create_run("cka", {**cka_identity(config), "weights_a": "weights that changed since"})
     store.update_run(stale, status="done")
-    assert find_cka(store, config) is None
-    current = store.create_run("cka", _identity(config))
-    assert find_cka(store, config) is None  # not finished yet
+    assert runs.find(store, "cka", config) is None
+    current = store.create_run("cka", cka_identity(config))
+    assert runs.find(store, "cka", config) is None  # not finished yet
     store.update_run(current, status="done")
-    assert find_cka(store, config)["id"] == current
+    assert runs.find(store, "cka", config)["id"] == current
 
 
 def test_channels_last_features_give_the_same_cka_as_contiguous_ones():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from core import grid as grid_module
-from core.grid import Cancelled, GridConfig, cached_model, load_grid, run_grid, run_grids
+from core.errors import Cancelled
+from core.grid import GridConfig, cached_model, load_grid, run_grid, run_grids
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 
@@ -107,17 +108,17 @@ def test_progress_and_cancel(store):
               "eval_limit": 200, "batch_size": 64}
 
     def cancel():
-        return any(e["stage"] == "train" for e in events)
+        return any(e.stage == "train" for e in events)
 
     with pytest.raises(Cancelled):
         run_grid(config, store=store, device="cpu", progress=events.append, cancel=cancel)
     assert store.list_runs()[0]["status"] == "cancelled"
     events.clear()
     result = run_grid(config, store=store, device="cpu", progress=events.append)
-    fractions = [e["fraction"] for e in events]
+    fractions = [e.fraction for e in events]
     assert fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
     assert fractions == sorted(fractions)
-    assert any(e["eta"] is not None for e in events) and result.status == "done"
+    assert any(e.eta is not None for e in events) and result.status == "done"
 
 
 def test_a_diverging_cell_fails_alone(monkeypatch):

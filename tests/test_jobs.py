@@ -10,9 +10,33 @@ import time
 
 import pytest
 
-from core import jobs
+from core import jobs, runs
+from core.progress import Progress, check_cancel
 from core.results import load_grid
 from core.store import Store
+
+
+def _echo_execute(store, configs, options, progress, cancel):
+    """A job that sleeps in steps: drives the queue and the worker without torch."""
+    run_id = None
+    for config in configs:
+        steps, delay = int(config.get("steps", 5)), float(config.get("delay", 0.05))
+        for k in range(steps):
+            check_cancel(cancel)
+            time.sleep(delay)
+            progress(Progress("echo", (k + 1) / steps, f"step {k + 1}/{steps}"))
+        run_id = store.create_run("echo", config)
+        store.update_run(run_id, status="done", summary={"value": config.get("value")})
+    return run_id
+
+
+runs.register(runs.Kind("echo", dict, lambda config, _device: config, _echo_execute, lambda s, r: s.get_run(r)))
+
+
+def _submit(store, config, owner=None):
+    """Queue one echo job (each with its own identity: a nonce keeps equal configs apart)."""
+    queued = runs.submit(store, "echo", [{**config, "nonce": time.perf_counter_ns()}], owner=owner)
+    return queued.job_id
 
 
 def _wait(store, job_ids, timeout=240):
@@ -30,7 +54,7 @@ def test_eight_sessions_submit_at_once_and_each_gets_its_own_result(worker):
     ids: dict[str, int] = {}
 
     def session(k):
-        ids[f"s{k}"] = jobs.submit(store, "echo", {"steps": 3, "delay": 0.01, "value": k}, owner=f"s{k}")
+        ids[f"s{k}"] = _submit(store, {"steps": 3, "delay": 0.01, "value": k}, owner=f"s{k}")
 
     threads = [threading.Thread(target=session, args=(k,)) for k in range(8)]
     for t in threads:
@@ -49,8 +73,8 @@ def test_eight_sessions_submit_at_once_and_each_gets_its_own_result(worker):
 
 def test_cancel_queued_and_running_jobs(worker):
     store = worker
-    long_job = jobs.submit(store, "echo", {"steps": 200, "delay": 0.02})
-    waiting = jobs.submit(store, "echo", {"steps": 1})
+    long_job = _submit(store, {"steps": 200, "delay": 0.02})
+    waiting = _submit(store, {"steps": 1})
     jobs.cancel(store, waiting)
     deadline = time.monotonic() + 10
     while jobs.get(store, long_job)["status"] != "running" and time.monotonic() < deadline:
@@ -65,24 +89,31 @@ def test_queue_is_bounded(tmp_path, monkeypatch):
     store = Store(tmp_path / "q.sqlite3")
     monkeypatch.setenv("STITCHLAB_MAX_QUEUE", "3")
     for _ in range(3):
-        jobs.submit(store, "echo", {})
+        _submit(store, {})
     with pytest.raises(jobs.QueueFull, match="queue is full .3 jobs waiting"):
-        jobs.submit(store, "echo", {})
+        _submit(store, {})
     with pytest.raises(ValueError, match="unknown job kind"):
-        jobs.submit(store, "mine bitcoin", {})
+        runs.submit(store, "mine bitcoin", [{}])
 
 
 def test_a_failing_job_reports_and_the_worker_goes_on(worker):
     store = worker
-    bad = jobs.submit(store, "grid", {"sender": "zoo/nope", "receiver": "zoo/resnet_1111-s1", "device": "cpu"})
-    good = jobs.submit(store, "echo", {"steps": 1})
+    # a name that passes the settings' check but not the zoo's (the worker finds out)
+    bad = jobs.submit(store, "grid", [{"sender": "zoo/nope", "receiver": "zoo/resnet_1111-s1"}], ["bad"],
+                      {"device": "cpu"}).job_id
+    good = _submit(store, {"steps": 1})
     assert _wait(store, [bad, good]) == ["failed", "done"]
     assert "unknown zoo model 'nope'" in jobs.get(store, bad)["message"]
 
 
 GRID = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq+train", "epochs": 1.0,
         "sender_layers": ["stem", "layer2.0", "layer4.0"], "receiver_layers": ["layer1.0", "layer2.0", "layer3.0"],
-        "train_limit": 1536, "eval_limit": 300, "batch_size": 128, "device": "cpu"}
+        "train_limit": 1536, "eval_limit": 300, "batch_size": 128}
+
+
+def _queue_grid(store):
+    """Queue GRID without starting the app's worker (the test starts its own)."""
+    return jobs.submit(store, "grid", [GRID], [runs.identity_key("grid", GRID)], {"device": "cpu"}).job_id
 
 
 def _worker_process(db):
@@ -94,7 +125,7 @@ def test_worker_killed_mid_grid_loses_nothing_and_resumes_to_the_same_grid(tmp_p
     monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one stitch per fused chunk: cells land one by one
     killed_db, clean_db = tmp_path / "killed.sqlite3", tmp_path / "clean.sqlite3"
     store = Store(killed_db)
-    job = jobs.submit(store, "grid", GRID)
+    job = _queue_grid(store)
     proc = _worker_process(killed_db)
     try:
         deadline = time.monotonic() + 300
@@ -125,7 +156,7 @@ def test_worker_killed_mid_grid_loses_nothing_and_resumes_to_the_same_grid(tmp_p
         assert resumed.cells[key]["accuracy"] == accuracy
 
     clean = Store(clean_db)
-    reference = jobs.submit(clean, "grid", GRID)
+    reference = _queue_grid(clean)
     proc = _worker_process(clean_db)
     try:
         assert _wait(clean, [reference]) == ["done"]
@@ -148,12 +179,12 @@ def test_a_status_check_at_the_wrong_moment_does_not_send_the_worker_away(tmp_pa
     import fcntl
 
     store = Store(tmp_path / "w.sqlite3")
-    job = jobs.submit(store, "echo", {"steps": 1})
+    job = jobs.submit(store, "echo", [{"steps": 1}], ["one"]).job_id
     probe = open(jobs._lock_path(store.path), "a+")
     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what worker_pid() does for an instant
     threading.Timer(0.3, lambda: fcntl.flock(probe, fcntl.LOCK_UN)).start()
     try:
-        assert jobs.run_worker(store.path, poll=0.02, idle_exit=0.1) == 1
+        assert runs.serve(store.path, poll=0.02, idle_exit=0.1) == 1
     finally:
         probe.close()
     assert jobs.get(store, job)["status"] == "done"

@@ -7,15 +7,19 @@ import torchvision
 
 from core import zoo
 from core.checkpoints import CheckpointError, save_checkpoint
-from core.models import list_models, load_model, parse_name
+from core.models import list_models, load_model
+from core.sources import ModelName, check, fingerprint, parse
 
 
 def test_names_and_suffixes():
-    assert parse_name("zoo/resnet_1111-s0") == ("zoo/resnet_1111-s0", None)
-    assert parse_name("zoo/resnet_1111-s0@random") == ("zoo/resnet_1111-s0", 0)
-    assert parse_name("torchvision/resnet18@random:7") == ("torchvision/resnet18", 7)
+    assert parse("zoo/resnet_1111-s0") == ModelName("zoo/", "resnet_1111-s0", None)
+    assert parse("zoo/resnet_1111-s0@random") == ModelName("zoo/", "resnet_1111-s0", 0)
+    assert parse("torchvision/resnet18@random:7") == ModelName("torchvision/", "resnet18", 7)
+    assert str(parse("file:/x/y.safetensors@random")) == "file:/x/y.safetensors@random:0"
     with pytest.raises(ValueError, match="unknown model suffix"):
-        parse_name("zoo/x@trained")
+        parse("zoo/x@trained")
+    with pytest.raises(ValueError, match="names start with"):
+        parse("zoo/")
     with pytest.raises(ValueError, match="names start with"):
         load_model("resnet18")
     with pytest.raises(zoo.ZooError, match="python -m core models"):
@@ -119,3 +123,21 @@ def test_list_models_covers_the_zoo():
     rows = list_models()
     assert {r["name"] for r in rows} >= {"zoo/resnet_1111-s0", "zoo/resnet_2222-s1", "zoo/vgg_small-s0"}
     assert all(r["test_accuracy"] >= 0.9 for r in rows)
+
+
+def test_a_name_is_checked_and_fingerprinted_without_loading_torch_models(tmp_path):
+    """The sidebar's check: known zoo names pass, unknown ones and paths outside the allowed
+    uploads are refused with the reason; a file's fingerprint follows its bytes."""
+    assert check("zoo/resnet_1111-s0@random:2").seed == 2
+    with pytest.raises(zoo.ZooError, match="unknown zoo model"):
+        check("zoo/resnet_9999-s0")
+    with pytest.raises(ValueError, match="not an uploaded checkpoint"):
+        check("file:/etc/passwd", allowed_files=[])
+    with pytest.raises(ValueError, match="not a torchvision architecture"):
+        check("torchvision/../../x")
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(b"one")
+    first = fingerprint(f"file:{path}")
+    assert fingerprint(f"file:{path}@random:1") == first
+    path.write_bytes(b"other bytes")
+    assert fingerprint(f"file:{path}") != first

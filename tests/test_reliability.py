@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core import jobs
+from core import jobs, runs
 from core.cka import cka_matrix
 from core.grid import run_grid
 from core.results import load_grid
@@ -107,7 +107,7 @@ def test_cuda_out_of_memory_retries_smaller_then_fails_clearly(monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     with pytest.raises(RuntimeError, match="ran out of memory even with the smallest chunks"):
-        jobs._with_oom_retry(run)
+        runs._with_oom_retry(run)
     assert budgets == sorted(budgets, reverse=True) and len(budgets) == 3
     calls = []
 
@@ -117,7 +117,7 @@ def test_cuda_out_of_memory_retries_smaller_then_fails_clearly(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return "ok"
 
-    assert jobs._with_oom_retry(second_try_works) == "ok" and len(calls) == 2
+    assert runs._with_oom_retry(second_try_works) == "ok" and len(calls) == 2
 
 
 def test_a_one_class_dataset_is_refused_with_the_reason(tmp_path):
@@ -141,10 +141,9 @@ def test_eight_sessions_run_real_grids_at_once_and_each_gets_its_own(worker):
 
     def session(k):
         pair = (LAYERS[k % 5], LAYERS[(k * 2 + 1) % 5])
-        job = jobs.submit(store, "grid", {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1",
-                                          "sender_layers": [pair[0]], "receiver_layers": [pair[1]], "seed": k,
-                                          "mode": "lstsq", "train_limit": 256, "eval_limit": 200, "device": "cpu"},
-                          owner=f"session-{k}")
+        config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "sender_layers": [pair[0]],
+                  "receiver_layers": [pair[1]], "seed": k, "mode": "lstsq", "train_limit": 256, "eval_limit": 200}
+        job = runs.submit(store, "grid", [config], "cpu", owner=f"session-{k}").job_id
         with lock:
             submitted[job] = pair
 

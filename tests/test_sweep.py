@@ -95,7 +95,7 @@ def local_sweep(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("local") / "a.sqlite3")
 
     def interrupt_after_first_grid(event):
-        if event["stage"] == "grid" and event["done"] == 1:
+        if event.stage == "grid" and event.counts["done"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -128,10 +128,10 @@ def test_an_interrupted_sweep_resumes_only_the_remaining_grids(local_sweep):
     store = local_sweep["store"]
     assert store.get_artifact(final["run_id"], "grids")[0]["run_id"] == final["grids"][0]["run_id"]
     events = local_sweep["events"]
-    assert events[0]["stage"] == "start" and events[0]["done"] == 1 and events[-1]["stage"] == "done"
-    assert [e["done"] for e in events if e["stage"] == "grid"] == [2, 3, 4]
-    assert any(e["eta"] is not None for e in events)
-    assert all(0 <= e["fraction"] <= 1 for e in events) and events[-1]["fraction"] == 1
+    assert events[0].stage == "start" and events[0].counts["done"] == 1 and events[-1].stage == "done"
+    assert [e.counts["done"] for e in events if e.stage == "grid"] == [2, 3, 4]
+    assert any(e.eta is not None for e in events)
+    assert all(0 <= e.fraction <= 1 for e in events) and events[-1].fraction == 1
 
 
 def test_summary_gives_relative_depths_per_cell(local_sweep):
@@ -289,6 +289,19 @@ def test_cli_bad_input_is_one_clear_line(args, expected, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
+
+
+def test_ray_executor_without_ray_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from core.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as without Ray
+    with pytest.raises(ValueError, match=r"the ray executor needs Ray: pip install -r requirements-ray\.txt"):
+        run_sweep(TINY, Store(tmp_path / "s.db"), executor="ray", device="cpu", name="no-ray")
+    code = main(["sweep", "--models", "zoo/resnet_1111-s0", "--executor", "ray", "--name", "x",
+                 "--db", str(tmp_path / "x.db"), "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: the ray executor needs Ray: pip install -r requirements-ray.txt"), lines
 
 
 def test_reading_a_sweep_imports_neither_torch_nor_ray():

@@ -1,36 +1,31 @@
-"""Quick analyses the pages run in the script itself (a few seconds at most, cached):
-CKA of one stitch, and how CKA and stitching agree across a grid."""
+"""Analyses beside a grid: CKA of one stitch (a stored run, computed by the worker), and how
+CKA and stitching agree across a grid (a few lines of arithmetic on stored results)."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
+from core import runs
+from core.analysis_runs import stitch_cka_config
 from core.results import relative_depth
 
 from .state import store
 
 
-@st.cache_data(max_entries=256, show_spinner="CKA of the stitch's output vs. the receiver's own activation…")
-def _stitch_cka(db: str, run_id: str, i: str, j: str, dataset: str) -> float:
-    from core.cka_models import stitch_cka
-    from core.stitched import load_stitched
-
-    net = load_stitched(store(), run_id, i, j, device="cpu")
-    return stitch_cka(net.sender, net.receiver, i, j, net.module.stitch, dataset=dataset, limit=1000, device="cpu")
-
-
 def stitch_cka_panel(grid: dict, i: str, j: str) -> None:
-    """A button that computes (once) the CKA between the stitch's output and what the receiver expects."""
-    key = f"stitch_cka_{grid['run_id']}_{i}_{j}"
-    if st.button("Compute this CKA (a few seconds)", key=key) or st.session_state.get(key + "_done"):
-        try:
-            value = _stitch_cka(str(store().path), grid["run_id"], i, j, grid.get("dataset", "fashion-mnist"))
-        except (ValueError, KeyError) as exc:
-            st.error(f"CKA could not be computed: {exc}")
-            return
-        st.session_state[key + "_done"] = True
+    """The CKA between the stitch's output and what the receiver expects: shown when stored,
+    else a button that queues it (a few seconds in the worker)."""
+    from . import jobs
+
+    config = stitch_cka_config(grid["run_id"], i, j, grid.get("dataset", "fashion-mnist"))
+    found = runs.find(store(), "stitch-cka", config)
+    if found is not None:
+        value = runs.load(store(), found["id"])["cka"]
         st.metric("CKA(stitch output, receiver's activation at j)", f"{value:.3f}")
+        return
+    if st.button("Compute this CKA (a few seconds)", key=f"stitch_cka_{grid['run_id']}_{i}_{j}"):
+        jobs.submit("stitch-cka", [config], st.session_state.selection.device)
 
 
 def agreement(cka: dict, grid: dict) -> tuple[list[dict], float | None]:

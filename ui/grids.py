@@ -4,46 +4,32 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results import CONTROLS, GridConfig, load_grid
+from core import recipes, runs
+from core.results import CONTROLS, load_grid
 
 from .state import Selection, store
 
-# What the Stitching page offers (label -> GridConfig fields).
-RECIPES = {
-    "Instant (least squares)": {"mode": "lstsq"},
-    # Least squares then one epoch of task loss: converges in one epoch (Csiszárik et al. 2021).
-    "Standard (least squares + 1 epoch)": {"mode": "lstsq+train", "epochs": 1.0},
-    # The seed paper: random start, 3 epochs, SGD momentum 0.9, lr 0.01, batch 256, weight decay 0.01.
-    "Paper recipe (3 epochs from scratch)": {"mode": "train", "epochs": 3.0, "lr": 0.01, "momentum": 0.9,
-                                             "batch_size": 256, "weight_decay": 0.01},
-}
-BUDGETS = {
-    "Quick: 2,000 training / 1,000 test images": {"train_limit": 2000, "eval_limit": 1000},
-    "Full: every training and test image": {"train_limit": None, "eval_limit": None},
-}
+# What the Stitching page offers, by label (the URL holds the label): core/recipes.py names them.
+RECIPES = {r.label: r for r in recipes.RECIPES.values()}
+BUDGETS = {b.label: b for b in recipes.BUDGETS.values()}
 CONTROL_LABELS = {"random-sender": "random sender", "random-receiver": "random receiver",
                   "random-both": "both random"}
 
 
 def grid_config(sel: Selection, sender_layers, receiver_layers, recipe: str, budget: str,
                 control: str = "none") -> dict:
-    """The GridConfig (as a dict) for the page's settings."""
-    assert control in CONTROLS
-    config = GridConfig(sender=sel.sender, receiver=sel.receiver, dataset=sel.dataset, control=control,
-                        sender_layers=list(sender_layers) or None, receiver_layers=list(receiver_layers) or None,
-                        **RECIPES[recipe], **BUDGETS[budget])
-    return vars(config)
+    """The grid's full settings (a GridConfig as a dict) for the page's widgets."""
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}: one of {', '.join(CONTROLS)}")
+    return recipes.grid_config(sel.sender, sel.receiver, recipe, budget, dataset=sel.dataset, control=control,
+                               sender_layers=list(sender_layers) or None,
+                               receiver_layers=list(receiver_layers) or None)
 
 
-_MATCH_KEYS = [f for f in GridConfig.__dataclass_fields__]
-
-
-def find_grid(config: dict) -> dict | None:
-    """The newest stored run with these settings (on any device), or None."""
-    for run in store().list_runs(kind="grid"):
-        if all(run["config"].get(k) == config.get(k) for k in _MATCH_KEYS):
-            return run
-    return None
+def find_grid(config: dict, device: str = "auto") -> dict | None:
+    """The newest run (finished or not: a running grid shows its cells as they come) with these
+    settings and these weights on ``device`` ("auto": any)."""
+    return runs.find(store(), "grid", config, device, statuses=None)
 
 
 def grids_of_pair(sender: str, receiver: str, statuses=("done",), control: str | None = None) -> list[dict]:
@@ -74,34 +60,21 @@ def cell(run_id: str, sender_layer: str, receiver_layer: str) -> dict | None:
 
 def start(configs: list[dict], device: str) -> bool:
     """Queue the grids (a grid and its controls: one job, one shared data pass) that are neither
-    stored complete nor already queued; True if a job was queued."""
-    from core import jobs as core_jobs
+    stored finished nor queued already (by anyone); follow the jobs that hold them. True if a job
+    was queued."""
+    from .jobs import submit
 
-    from .jobs import submit, watch
-
-    todo = [c for c in configs if (run := find_grid(c)) is None or run["status"] != "done"]
-    for job in core_jobs.list_jobs(store(), active_only=True):
-        queued = job["params"].get("configs", [job["params"]])
-        for config in list(todo):
-            if any(all(q.get(k) == config.get(k) for k in _MATCH_KEYS) for q in queued):
-                todo.remove(config)
-                watch(job["id"])  # perhaps someone else's: follow it
-    if not todo:
-        return False
-    return submit("grid", {"configs": todo, "device": device}) is not None
+    return submit("grid", configs, device)
 
 
 def settings_of(config: dict) -> dict | None:
     """The Stitching page's URL settings that reproduce a stored grid, or None if its recipe or
     budget is not one the page offers (a grid made from the CLI, say)."""
-    recipe = next((label for label, fields in RECIPES.items()
-                   if all(config.get(k) == v for k, v in fields.items())), None)
-    budget = next((label for label, fields in BUDGETS.items()
-                   if all(config.get(k) == v for k, v in fields.items())), None)
+    recipe, budget = recipes.recipe_of(config)
     if recipe is None or budget is None or config.get("pairs"):
         return None
     params = {"sender": config["sender"], "receiver": config["receiver"], "dataset": config["dataset"],
-              "recipe": recipe, "budget": budget}
+              "recipe": recipe.label, "budget": budget.label}
     if config.get("sender_layers"):
         params["s_layers"] = config["sender_layers"]
     if config.get("receiver_layers"):

@@ -9,21 +9,38 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
+from core import jobs, runs
+from core.errors import QueueFull
+from core.progress import Status
 
 from .state import session_id, store
 
 
-def submit(kind: str, params: dict) -> int | None:
-    """Queue a job for this session; shows an error (and returns None) if the queue is full."""
+def submit(kind: str, configs: list[dict], device: str) -> bool:
+    """Queue the work of ``configs`` not stored or queued yet, and follow every job that holds
+    some of it (this session's or another's): a second click never queues twice. Shows an
+    error when the queue is full. True if a job was queued."""
     try:
-        job_id = jobs.submit(store(), kind, params, owner=session_id())
-    except jobs.QueueFull as exc:
+        queued = runs.submit(store(), kind, configs, device, owner=session_id())
+    except QueueFull as exc:
         st.error(str(exc))
-        return None
-    jobs.ensure_worker(store().path)
-    watch(job_id)
-    return job_id
+        return False
+    if queued.job_id is not None:
+        jobs.ensure_worker(store().path)
+    for job_id in queued.job_ids:
+        watch(job_id)
+    return queued.job_id is not None
+
+
+def request(kind: str, config: dict, device: str) -> None:
+    """Queue work the page needs to show anything (attributions of the image in view) without a
+    click, once per browser session: a job that failed is not queued again by the reruns that
+    follow (its error shows; a click on a button of the page asks again)."""
+    asked = st.session_state.setdefault("requested_work", set())
+    key = runs.identity_key(kind, config)
+    if key not in asked:
+        asked.add(key)
+        submit(kind, [config], device)
 
 
 def watch(job_id: int) -> None:
@@ -31,19 +48,6 @@ def watch(job_id: int) -> None:
     watched = st.session_state.setdefault("watched_jobs", [])
     if job_id not in watched:
         watched.append(job_id)
-
-
-def submit_once(kind: str, params: dict) -> int | None:
-    """:func:`submit`, unless a job of this kind with these parameters (on any device) is queued or
-    running already, from any session: then watch that one. A second click never queues twice."""
-    def same(p: dict) -> bool:
-        return {k: v for k, v in p.items() if k != "device"} == {k: v for k, v in params.items() if k != "device"}
-
-    for job in jobs.list_jobs(store(), active_only=True):
-        if job["kind"] == kind and same(job["params"]):
-            watch(job["id"])
-            return job["id"]
-    return submit(kind, params)
 
 
 def _eta(seconds: float | None) -> str:
@@ -66,20 +70,20 @@ def progress_panel() -> None:
             job = jobs.get(store(), job_id)
         except KeyError:
             continue
-        (still if job["status"] in jobs.ACTIVE else finished).append(job)
+        (still if job["status"] in Status.active() else finished).append(job)
     for job in still:
         _job_status(job)
     if finished:
         st.session_state.watched_jobs = [j["id"] for j in still]
         for job in finished:
-            if job["status"] == "failed":
+            if job["status"] == Status.FAILED:
                 st.session_state.setdefault("job_errors", []).append(job)
         st.rerun(scope="app")
 
 
 def _job_status(job: dict) -> None:
     what = _describe(job)
-    if job["status"] == "queued":
+    if job["status"] == Status.QUEUED:
         label = f"Waiting: {what}" + (f" ({job['ahead']} job(s) ahead)" if job["ahead"] else "")
     else:
         label = f"Running: {what}"
@@ -92,13 +96,13 @@ def _job_status(job: dict) -> None:
 
 
 def _describe(job: dict) -> str:
-    p = job["params"]
+    configs = job["params"]["configs"]
+    first = configs[0]
     if job["kind"] == "grid":
-        grids = p.get("configs", [p])
-        first, more = grids[0], f" and {len(grids) - 1} control grid(s)" if len(grids) > 1 else ""
+        more = f" and {len(configs) - 1} control grid(s)" if len(configs) > 1 else ""
         return f"{first['sender']} → {first['receiver']}, {first.get('mode', 'train')}{more}"
     if job["kind"] == "cka":
-        return f"CKA {p.get('model_a')} vs {p.get('model_b')}"
+        return f"CKA {first.get('model_a')} vs {first.get('model_b')}"
     return job["kind"]
 
 

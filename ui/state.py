@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import catalog, paths
+from core import catalog, paths, sources
 from core.store import Store, StoreError
 
 DATASETS = ["fashion-mnist", "cifar10"]
@@ -49,23 +49,23 @@ def session_id() -> str:
 
 
 def _model_options() -> list[str]:
-    """The zoo and the uploads, plus a `paper/` or `torchvision/` model a shared URL names, if it
-    loads here. Anything else in the URL is refused with one message; never a path on the server."""
+    """The zoo and the uploads, plus a `paper/` model (or a random control of any of these) that a
+    shared URL names, checked against the manifests without loading anything. Anything else in
+    the URL is refused with one message; never a path on the server, never a download."""
     names = catalog.model_names()
     for key in ("sender", "receiver"):
         value = st.query_params.get(key)
         if not value or value in names:
             continue
-        problem = "is not a model on this machine"
-        if value.startswith(("paper/", "torchvision/")):
-            try:
-                catalog.layers_of(value)
-                names.append(value)
-                continue
-            except Exception as exc:  # noqa: BLE001 - whatever stops it loading, the user sees why
-                problem = f"cannot be loaded here ({' '.join(str(exc).split())})"
-        st.sidebar.warning(f"The link's {key} {value!r} {problem}. Showing another model instead: pick one "
-                           f"below, or add a checkpoint on the Models page.")
+        try:
+            model = sources.check(value, allowed_files=[n for n in names if n.startswith("file:")])
+            if model.source == "torchvision/":
+                raise ValueError("torchvision models run from the CLI or a notebook (python -m core grid "
+                                 f"{model.base} ...); the dashboard offers the zoo, paper/ models and uploads")
+            names.append(value)
+        except ValueError as exc:
+            st.sidebar.warning(f"The link's {key} {value!r} is not offered here: {exc}. Showing another model "
+                               f"instead: pick one below, or add a checkpoint on the Models page.")
     return names
 
 

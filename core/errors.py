@@ -1,0 +1,43 @@
+"""Every error StitchLab raises on purpose, in one torch-free module.
+
+Pages, the CLI and the job worker catch these by type; importing them must not import torch
+(the dashboard's first paint) and must not create import cycles (every module may raise them).
+An error's message says what was wrong and how to fix it; it is shown to the user as it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Cancelled", "CheckpointError", "LstsqTooLarge", "NotStitchable", "QueueFull", "StoreError",
+           "UntraceableError", "ZooError"]
+
+
+class Cancelled(Exception):
+    """The user cancelled the computation; whatever it had finished (cells, batches) is kept."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with the reason and what to do instead."""
+
+
+class LstsqTooLarge(ValueError):
+    """The normal equations of this stitch would not fit in memory."""
+
+
+class NotStitchable(ValueError):
+    """No stitch of acceptable size connects these two shapes."""
+
+
+class QueueFull(RuntimeError):
+    """Too many jobs are waiting; the message says how many and what to do."""
+
+
+class StoreError(RuntimeError):
+    """The database file cannot be used as a StitchLab store."""
+
+
+class UntraceableError(TypeError):
+    """torch.fx could not trace the model."""
+
+
+class ZooError(ValueError):
+    """A zoo model that is unknown, missing or altered."""
