@@ -39,7 +39,7 @@ def plan(cuda: bool) -> list[tuple[str, list[str]]]:
     return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
             ("grid_controls", ["--device", "cpu"]),
             ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("cpu_engine", []),
-            ("roofline", ["train", "--device", "cpu"]), ("app_speed", [])]
+            ("roofline", ["train", "--device", "cpu"]), ("app_speed", []), ("cancel_latency", [])]
 
 
 def _missing_paper_models() -> list[str]:

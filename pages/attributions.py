@@ -39,12 +39,14 @@ index, pixels = None, None
 if source == "test set":
     request, scored = attr.predictions(sel.receiver, sel.dataset)
     if scored is None:
-        st.info("To browse the test images by class and by the receiver's answer, the receiver is scored on the "
-                "test set once (stored for every later visit).")
-        if st.button("Score the receiver on the test set", type="primary"):
-            jobs.submit("predictions", [request], sel.device)
+        # The networks a page offers are small (zoo, paper/, uploads): seconds in the worker, once.
+        jobs.request("predictions", request, sel.device)
         jobs.progress_panel()
         jobs.show_errors()
+        st.info("Scoring the receiver on the test set, once (it is stored for every later visit), so that its "
+                "images can be browsed by class and by the receiver's answer…")
+        if st.button("Score again"):
+            jobs.submit("predictions", [request], sel.device)
         st.stop()
     labels, predictions = np.asarray(scored["labels"]), np.asarray(scored["predictions"])
     left, right = st.columns(2)

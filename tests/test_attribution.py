@@ -269,14 +269,19 @@ def test_an_uploaded_picture_is_read_or_refused_with_one_message():
 
     from PIL import Image
 
-    from ui.attributions import uploaded_image
+    import numpy as np
+
+    from ui.attributions import uploaded_pixels
+
+    def uploaded_image(data, _dataset):
+        return np.asarray(uploaded_pixels(data, (1, 32, 32)))
 
     png = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(png, "PNG")
     picture = uploaded_image(png.getvalue(), "fashion-mnist")
-    assert picture.shape == (1, 1, 32, 32) and 0 <= float(picture.min()) <= float(picture.max()) <= 1
-    with pytest.raises(ValueError, match="not an image StitchLab can read"):
-        uploaded_image(b"not a picture", "fashion-mnist")
+    assert picture.shape == (1, 32, 32) and 0 < picture.min() == picture.max() <= 255  # one grey, at 32 x 32
+    with pytest.raises(ValueError, match="not a picture StitchLab can read; upload a PNG or JPEG$"):
+        uploaded_image(b"not a picture", "fashion-mnist")  # one sentence: no Python object in it
     header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)  # a 60,000 x 60,000 PNG, by its header
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

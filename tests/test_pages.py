@@ -64,9 +64,20 @@ def test_stitching_page_shows_the_stored_grid_and_a_cell(app, stored):
     assert any(link.label.startswith("See what this stitched network") for link in app.get("page_link"))
 
 
+def _work_off_the_queue(db):
+    """What the app's worker process does, here in the test's process, until the queue is empty."""
+    from core import runs
+
+    runs.serve(db, poll=0.01, idle_exit=0.05)
+
+
 def test_attributions_page_offers_the_stored_cells(app, stored):
-    _, result = stored
+    db, result = stored
     app.switch_page("pages/attributions.py")
+    app.run()
+    _no_trouble(app)
+    assert any("Scoring the receiver" in i.value for i in app.info)  # asked of the worker, not computed here
+    _work_off_the_queue(db)
     app.run()
     _no_trouble(app)
     assert app.selectbox(key="attr_run").value == result.run_id
@@ -76,6 +87,10 @@ def test_attributions_page_offers_the_stored_cells(app, stored):
     app.selectbox(key="cell_j").set_value("layer1.0").run()
     _no_trouble(app)
     assert (app.selectbox(key="cell_i").value, app.selectbox(key="cell_j").value) == ("layer3.0", "layer1.0")
+    assert not app.get("image") and any("Computing the attributions" in i.value for i in app.info)
+    _work_off_the_queue(db)
+    app.run()
+    _no_trouble(app)
     assert app.get("image"), "no attribution figure"  # st.pyplot draws an image
 
 
