@@ -267,9 +267,8 @@ def test_an_uploaded_picture_is_read_or_refused_with_one_message():
     import struct
     import zlib
 
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     from ui.attributions import uploaded_pixels
 
