@@ -69,15 +69,15 @@ def emit(name: str, device: torch.device, **figures) -> dict:
 def random_resnet(blocks: str, width: int, seed: int, device, name: str | None = None):
     """A random-weight ResNet (``blocks`` such as ``"2222"``) for Fashion-MNIST, frozen like a zoo
     model: for timings, which do not depend on the weights."""
-    from core.architectures import build_architecture
-    from core.data import FASHION_MNIST
-    from core.models import Network, _freeze
+    from core.data.datasets import FASHION_MNIST
+    from core.models.architectures import build_architecture
+    from core.models.network import Network, freeze
 
     config = {"arch": "resnet", "blocks": [int(b) for b in blocks], "width": width, "in_channels": 1,
               "num_classes": 10}
     torch.manual_seed(seed)
     return Network(name or f"random ResNet-{blocks} (width {width}, seed {seed})",
-                   _freeze(build_architecture(config).to(device)), FASHION_MNIST.image_shape, 10, FASHION_MNIST.mean,
+                   freeze(build_architecture(config).to(device)), FASHION_MNIST.image_shape, 10, FASHION_MNIST.mean,
                    FASHION_MNIST.std, config)
 
 

@@ -43,9 +43,9 @@ def main(argv=None) -> dict:
     from playwright.sync_api import sync_playwright
     from streamlit.testing.v1 import AppTest
 
-    from core.grid import run_grid
-    from core.recipes import grid_config
-    from core.store import Store
+    from core.engine.grid import run_grid
+    from core.runs.recipes import grid_config
+    from core.runs.store import Store
 
     from ._util import emit
 

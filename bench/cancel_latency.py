@@ -1,7 +1,7 @@
 """Seconds from Cancel to the job's end, per phase, as a user of the dashboard waits for them.
 
 A worker (the dashboard's code, in a thread) serves a fresh store; for each phase a job is
-queued, Cancel is pressed (``core.jobs.cancel``, what the Cancel button calls) once the job's
+queued, Cancel is pressed (``core.runs.jobs.cancel``, what the Cancel button calls) once the job's
 row says it is in that phase, and the time until the row says ``cancelled`` is measured.
 Phases: scoring the networks on their own (``reference``), least squares (``lstsq``), task-loss
 training (``train``), scoring the stitches (``evaluate``), a CKA matrix (``cka``). The default
@@ -36,8 +36,8 @@ PHASES = {
 
 
 def _config(kind: str, settings, seed: int) -> dict:
-    from core import recipes
-    from core.cka_runs import cka_config
+    from core.runs import recipes
+    from core.runs.cka_runs import cka_config
 
     if kind == "grid":
         return recipes.grid_config(SENDER, RECEIVER, *settings, seed=seed)
@@ -46,7 +46,7 @@ def _config(kind: str, settings, seed: int) -> dict:
 
 def _cancel_once_in(store, job_id: int, says: str, timeout: float = 600.0) -> tuple[float, str]:
     """Cancel when the job's message says ``says``; seconds until it is cancelled, and its last message."""
-    from core import jobs
+    from core.runs import jobs
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,8 +64,9 @@ def _cancel_once_in(store, job_id: int, says: str, timeout: float = 600.0) -> tu
 
 
 def main(argv=None) -> dict:
-    from core import grid, runs
-    from core.store import Store
+    from core import runs
+    from core.engine import grid
+    from core.runs.store import Store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)

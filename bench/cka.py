@@ -16,12 +16,12 @@ import io
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.cka import gram_precision, hsic_unbiased
-from core.cka_models import model_cka
-from core.data import load_dataset
+from core.data.datasets import load_dataset
 from core.device import resolve_device
-from core.grid import cached_model
-from core.layers import list_layers, sender_prefix
+from core.engine.grid import cached_model
+from core.engine.layers import list_layers, sender_prefix
+from core.similarity.cka import gram_precision, hsic_unbiased
+from core.similarity.networks import model_cka
 
 from ._util import emit, random_resnet, timer
 
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         out["libraries"][name] = figures
         print(name, figures, flush=True)
 
-    # "auto" (the default) is float32 on a CPU and float64 on a GPU (core.cka_kernels.gram_precision);
+    # "auto" (the default) is float32 on a CPU and float64 on a GPU (core.similarity.kernels.gram_precision);
     # tf32x3 is a CUDA-only method (float64 elsewhere).
     out["auto_gram"] = gram_precision("auto", device)
     for gram in ("float64", "float32") + (("tf32x3",) if device.type == "cuda" else ()):

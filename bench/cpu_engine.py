@@ -6,10 +6,10 @@ times, and the median is reported.
 
 * ``conv``: one 3 x 3 convolution + bias (+ residual) + ReLU at the zoo's shapes (batch 320 =
   five stitches of 64 images, channels_last), the eager ops against the engine's fused call
-  (oneDNN's ``torch.ops.mkldnn._convolution_pointwise``, :mod:`core.conv_fusion`);
+  (oneDNN's ``torch.ops.mkldnn._convolution_pointwise``, :mod:`core.engine.conv_fusion`);
 * ``prefix``: the zoo ResNet-18 (``zoo/resnet_2222-s0``) folded, up to all 9 of its layers, on
   256 images: NCHW or NHWC weights x eager or fused;
-* ``engine``: :class:`core.fused.FusedStitches` of the zoo's default 45 cells (R1111 -> R2222):
+* ``engine``: :class:`core.engine.fused.FusedStitches` of the zoo's default 45 cells (R1111 -> R2222):
   least squares on 512 training images, scoring 256 test images (batches of 64), two training
   steps of 128; the engine's defaults, without the fusion (``fuse_relu=False``), and NCHW
   throughout (``channels_last=False``).
@@ -27,12 +27,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from core.conv_fusion import _conv_bias_relu, fuse_conv_relu
-from core.data import load_dataset
-from core.folding import folded
-from core.fused import FusedStitches
-from core.grid import cached_model
-from core.layers import list_layers, sender_prefix
+from core.data.datasets import load_dataset
+from core.engine.conv_fusion import _conv_bias_relu, fuse_conv_relu
+from core.engine.folding import folded
+from core.engine.fused import FusedStitches
+from core.engine.grid import cached_model
+from core.engine.layers import list_layers, sender_prefix
 
 from ._util import emit
 from .grid_train import make_cells

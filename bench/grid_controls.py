@@ -7,7 +7,7 @@ width-16 pair on a CPU.
 
 from __future__ import annotations
 
-from core.grid import cached_model, run_grid, run_grids
+from core.engine.grid import cached_model, run_grid, run_grids
 
 from ._util import emit, grid_arguments, timer
 

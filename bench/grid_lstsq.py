@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from core.data import load_dataset
-from core.grid import _cached_model, run_grid
+from core.data.datasets import load_dataset
+from core.engine.grid import _cached_model, run_grid
 
 from ._util import emit, grid_arguments, sync
 

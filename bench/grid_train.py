@@ -6,7 +6,7 @@ pairs), one epoch of Fashion-MNIST at batch 256, SGD lr 0.01, momentum 0.9, weig
 
 * ``baseline``: each stitch trained alone, fp32, its own passes over the data (the seed
   paper's loop), then scored.
-* variants of the fused engine (core.fused.FusedStitches): ``simple`` (fp32, no layout,
+* variants of the fused engine (core.engine.fused.FusedStitches): ``simple`` (fp32, no layout,
   folding or fusion tricks), ``fused`` (the engine's defaults: bf16 autocast, channels_last,
   BatchNorm folded, conv + bias (+ residual) + ReLU as one cuDNN call, cuDNN's heuristics pick
   the algorithms), ``unfused`` (the defaults without the conv + ReLU fusion), ``autotune`` (the
@@ -28,12 +28,12 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.data import load_dataset
+from core.data.datasets import load_dataset
 from core.device import resolve_device
-from core.fused import Cell, FusedStitches
-from core.grid import _cell_seed, cached_model
-from core.layers import list_layers
-from core.stitches import make_stitch
+from core.engine.fused import Cell, FusedStitches
+from core.engine.grid import _cell_seed, cached_model
+from core.engine.layers import list_layers
+from core.engine.stitches import make_stitch
 
 from ._util import H100_BF16_PEAK_TFLOPS, emit, timer
 

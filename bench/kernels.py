@@ -111,8 +111,8 @@ def strided_1x1(device) -> list[dict]:
 
 
 def compiled_suffix(device) -> list[dict]:
-    from core.folding import folded
-    from core.layers import list_layers, receiver_suffix
+    from core.engine.folding import folded
+    from core.engine.layers import list_layers, receiver_suffix
 
     from .profile import _network
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from core.data import load_dataset
+from core.data.datasets import load_dataset
 from core.device import resolve_device
 
 from ._util import emit, random_resnet, seconds_per_call, sync
@@ -50,8 +50,8 @@ def category(name: str) -> str:
 def _network(name: str, device):
     """The named model; a ``paper/`` model not trained here is replaced by random weights of its
     architecture (width 64, its seed), which time the same."""
-    from core.grid import cached_model
-    from core.zoo import ZooError
+    from core.engine.grid import cached_model
+    from core.models.zoo import ZooError
 
     try:
         return cached_model(name, str(device))
@@ -64,7 +64,7 @@ def _network(name: str, device):
 
 def _fused(device, sender: str | None = None, receiver: str | None = None, **options):
     """The engine over every cell of ``sender`` x ``receiver`` (default: the paper/ pair)."""
-    from core.fused import FusedStitches
+    from core.engine.fused import FusedStitches
 
     from .grid_train import make_cells
 
@@ -75,10 +75,10 @@ def _fused(device, sender: str | None = None, receiver: str | None = None, **opt
 
 def region(name: str, device, args):
     """A function that runs one repetition of the region."""
-    from core.fused import _cudnn_autotune
+    from core.engine.fused import _cudnn_autotune
 
     if name == "cka":
-        from core.cka_models import model_cka
+        from core.similarity.networks import model_cka
 
         net_a = _network("paper/resnet_2222-s0", device)
         net_b = _network("paper/resnet_2222-s1", device)

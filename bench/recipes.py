@@ -1,6 +1,6 @@
 """The Stitching page's recipes end to end, as a user waits for them (model loading included).
 
-Each recipe of ``core.recipes.RECIPES`` with the Quick budget (2,000 training / 1,000 test images)
+Each recipe of ``core.runs.recipes.RECIPES`` with the Quick budget (2,000 training / 1,000 test images)
 on the zoo's default pair (zoo/resnet_1111-s0 -> zoo/resnet_2222-s0, 45 pairs), run once each
 in a fresh model cache; prints the time, the number of fused chunks the memory plan made for the grid (see
 ``STITCHLAB_CPU_CHUNK_MB``) and the mean accuracy. The Paper recipe (3 epochs from a random
@@ -13,16 +13,16 @@ import argparse
 import os
 import time
 
-from core import grid as grid_module
-from core.data import load_dataset
-from core.grid import _cached_model, run_grid
+from core.data.datasets import load_dataset
+from core.engine import grid as grid_module
+from core.engine.grid import _cached_model, run_grid
 
 from ._util import emit, sync
 
 
 def main(argv=None) -> dict:
     from core.device import resolve_device
-    from core.recipes import grid_config
+    from core.runs.recipes import grid_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default="instant,standard")

@@ -7,32 +7,33 @@ The public names, in the order a notebook uses them::
     stitched = stitch(a, b, "layer3.0", "stem")   # stitch: one stitched network
     result = run_grid({...})                      # grid: a whole grid, fused
 
-Names are imported on first use, so ``import core.store`` or ``core.zoo`` (what the
+Names are imported on first use, so ``import core.runs.store`` or ``core.models.zoo`` (what the
 dashboard's first paint needs) does not pay for importing torch.
 """
 
 import importlib
 
 _EXPORTS = {
-    "METHODS": "attribution", "METHOD_LABELS": "attribution", "Attribution": "attribution",
-    "attribute": "attribution", "compare": "attribution",
-    "StitchedClassifier": "stitched", "load_stitched": "stitched",
-    "MinibatchCKA": "cka", "cka_matrix": "cka",
-    "CkaResult": "cka_models", "model_cka": "cka_models", "stitch_cka": "cka_models",
-    "DatasetInfo": "data", "ImageSet": "data", "load_dataset": "data",
+    "METHODS": "attribution.methods", "METHOD_LABELS": "attribution.methods", "Attribution": "attribution.methods",
+    "attribute": "attribution.methods", "compare": "attribution.methods",
+    "StitchedClassifier": "engine.stitched", "load_stitched": "engine.stitched",
+    "MinibatchCKA": "similarity.cka", "cka_matrix": "similarity.cka",
+    "CkaResult": "similarity.networks", "model_cka": "similarity.networks", "stitch_cka": "similarity.networks",
+    "DatasetInfo": "data.datasets", "ImageSet": "data.datasets", "load_dataset": "data.datasets",
     "Cancelled": "errors", "CheckpointError": "errors", "NotStitchable": "errors", "StoreError": "errors",
     "Progress": "progress", "Status": "progress",
-    "RECIPES": "recipes", "grid_config": "recipes",
-    "CONTROLS": "grid", "MODES": "grid", "GridConfig": "grid",
-    "GridResult": "grid", "load_grid": "grid", "run_grid": "grid", "run_grids": "grid",
-    "Layer": "layers", "list_layers": "layers", "receiver_suffix": "layers", "resolve_layer": "layers",
-    "sender_prefix": "layers",
-    "Network": "models", "list_models": "models", "load_model": "models",
-    "Stitch": "stitches", "StitchedNetwork": "stitches", "make_stitch": "stitches",
-    "stitch": "stitches",
-    "Store": "store",
-    "SweepConfig": "sweep", "commit_grid": "sweep", "depth_table": "sweep", "expand_models": "sweep",
-    "paper_effect": "sweep", "run_sweep": "sweep", "sweep_status": "sweep", "sweep_summary": "sweep",
+    "RECIPES": "runs.recipes", "grid_config": "runs.recipes",
+    "CONTROLS": "engine.grid", "MODES": "engine.grid", "GridConfig": "engine.grid",
+    "GridResult": "engine.grid", "load_grid": "engine.grid", "run_grid": "engine.grid", "run_grids": "engine.grid",
+    "Layer": "engine.layers", "list_layers": "engine.layers", "receiver_suffix": "engine.layers",
+    "resolve_layer": "engine.layers", "sender_prefix": "engine.layers",
+    "Network": "models.network", "list_models": "models.network", "load_model": "models.network",
+    "Stitch": "engine.stitches", "StitchedNetwork": "engine.stitches", "make_stitch": "engine.stitches",
+    "stitch": "engine.stitches",
+    "Store": "runs.store",
+    "SweepConfig": "runs.sweep", "commit_grid": "runs.sweep", "depth_table": "runs.sweep",
+    "expand_models": "runs.sweep", "paper_effect": "runs.sweep", "run_sweep": "runs.sweep",
+    "sweep_status": "runs.sweep", "sweep_summary": "runs.sweep",
 }
 
 __all__ = sorted(_EXPORTS)

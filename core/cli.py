@@ -61,7 +61,7 @@ def _progress_printer(quiet: bool):
 
 # --- commands ------------------------------------------------------------------------------------
 def cmd_models(args) -> None:
-    from .models import list_models
+    from core.models.network import list_models
 
     rows = list_models()
     if args.json:
@@ -76,8 +76,8 @@ def cmd_models(args) -> None:
 
 
 def cmd_layers(args) -> None:
-    from .layers import list_layers
-    from .models import load_model
+    from core.engine.layers import list_layers
+    from core.models.network import load_model
 
     net = load_model(args.model)
     layers = list_layers(net, all_nodes=args.all)
@@ -92,7 +92,7 @@ def cmd_layers(args) -> None:
 def grid_settings(args) -> dict:
     """The grid's settings: a recipe and budget (``--recipe``/``--budget``, as the page offers
     them), then every flag given explicitly on top."""
-    from .recipes import grid_config
+    from core.runs.recipes import grid_config
 
     explicit = {k: v for k, v in {
         "sender_layers": _csv(args.sender_layers), "receiver_layers": _csv(args.receiver_layers),
@@ -106,7 +106,7 @@ def grid_settings(args) -> dict:
     if args.recipe is None:
         from dataclasses import asdict
 
-        from .results import GridConfig
+        from core.engine.results import GridConfig
 
         config = GridConfig.from_dict({"sender": args.sender, "receiver": args.receiver, **fields})
         config.validate()
@@ -115,8 +115,8 @@ def grid_settings(args) -> dict:
 
 
 def cmd_grid(args) -> None:
-    from .grid import run_grid
-    from .store import Store
+    from core.engine.grid import run_grid
+    from core.runs.store import Store
 
     config = grid_settings(args)
     store = Store(args.db) if args.db else None
@@ -126,7 +126,7 @@ def cmd_grid(args) -> None:
 
 
 def cmd_cka(args) -> None:
-    from .cka_models import model_cka
+    from core.similarity.networks import model_cka
 
     progress = _progress_printer(args.quiet)
     result = model_cka(args.model_a, args.model_b, layers_a=_csv(args.layers_a), layers_b=_csv(args.layers_b),
@@ -136,8 +136,8 @@ def cmd_cka(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .store import Store
-    from .sweep import SweepConfig, paper_effect, run_sweep, sweep_summary
+    from core.runs.store import Store
+    from core.runs.sweep import SweepConfig, paper_effect, run_sweep, sweep_summary
 
     config = SweepConfig(models=_csv(args.models), pairs=args.pairs, controls=_csv(args.controls), mode=args.mode,
                          epochs=args.epochs, train_limit=args.train_limit, eval_limit=args.eval_limit)
@@ -170,27 +170,27 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_zoo_train(args) -> None:
-    from .zoo_train import train_zoo
+    from core.models.zoo_train import train_zoo
 
     train_zoo(preset=args.preset, only=_csv(args.only), device=args.device, epochs=args.epochs,
               train_limit=args.train_limit, out_dir=Path(args.out) if args.out else None, dataset=args.dataset)
 
 
 def cmd_lesson_build(args) -> None:
-    from .lesson import build_lesson
+    from core.runs.lesson import build_lesson
 
     build_lesson(args.device, Path(args.out) if args.out else None, args.train_limit, args.eval_limit,
                  log=lambda line: print(line, file=sys.stderr))
 
 
 def cmd_worker(args) -> None:
-    from .runs import serve
+    from core.runs.service import serve
 
     serve(args.db, idle_exit=args.idle_exit if args.idle_exit > 0 else None)
 
 
 def cmd_runs(args) -> None:
-    from .store import Store
+    from core.runs.store import Store
 
     runs = Store(args.db).list_runs(kind=args.kind)
     if args.json:
@@ -203,12 +203,12 @@ def cmd_runs(args) -> None:
 
 
 def cmd_attribute(args) -> None:
-    from .attribution import METHODS, attribute, attribution_figure, compare
-    from .data import load_dataset
-    from .device import resolve_device
-    from .models import load_model
-    from .stitched import load_stitched
-    from .store import Store
+    from core.attribution.methods import METHODS, attribute, attribution_figure, compare
+    from core.data.datasets import load_dataset
+    from core.device import resolve_device
+    from core.engine.stitched import load_stitched
+    from core.models.network import load_model
+    from core.runs.store import Store
 
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}: choose one of {', '.join(METHODS)}")
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sender-layers", metavar="L1,L2", help="default: stem and every block")
     p.add_argument("--receiver-layers", metavar="L1,L2")
     p.add_argument("--recipe", help="instant | standard | paper: the Stitching page's recipes, the same stored "
-                                    "grids (core/recipes.py); the flags below override it")
+                                    "grids (core/runs/recipes.py); the flags below override it")
     p.add_argument("--budget", help="quick | full: the page's image budgets (default with --recipe: full)")
     p.add_argument("--mode", help="train | lstsq | lstsq+train (default train)")
     p.add_argument("--control", default="none", help="none | random-sender | random-receiver | random-both")
@@ -384,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors():
-    from .checkpoints import CheckpointError
-    from .store import StoreError
-    from .zoo import ZooError
+    from core.models.checkpoints import CheckpointError
+    from core.models.zoo import ZooError
+    from core.runs.store import StoreError
 
     return (UserError, ValueError, TypeError, OSError, KeyError, CheckpointError, StoreError, ZooError)
 

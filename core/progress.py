@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import Cancelled
+from core.errors import Cancelled
 
 __all__ = ["Status", "Progress", "Reporter", "ProgressCallback", "CancelCheck", "check_cancel"]
 
@@ -69,7 +69,7 @@ class Reporter:
 
     ``span(lo, hi)`` gives the reporter of a sub-part (fractions of this one's range), so a
     phase reports 0..1 of itself without knowing its share; shares are set where the work is
-    planned (``core.grid`` weighs its phases by their measured cost). A span takes its parent's
+    planned (``core.engine.grid`` weighs its phases by their measured cost). A span takes its parent's
     run id as it is when the span is made."""
 
     def __init__(self, callback: ProgressCallback | None, start: float | None = None, lo: float = 0.0,

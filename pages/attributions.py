@@ -3,8 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from core.attribution_maps import METHOD_LABELS
-from core.data_info import classes
+from core.attribution.maps import METHOD_LABELS
+from core.data.classes import classes
 from ui import attributions as attr
 from ui import jobs
 from ui.grid_view import cell_picker

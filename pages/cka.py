@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import runs
-from core.cka_runs import cka_config
+from core.runs.cka_runs import cka_config
 from ui import charts, grid_view, jobs
 from ui.analysis import agreement, disagreements
 from ui.grids import grid_json, grids_of_pair

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.lesson import read_lesson
+from core.runs.lesson import read_lesson
 from ui import charts, lesson
 from ui.analysis import agreement
 from ui.grid_view import plot

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core import catalog
-from core.uploads import save_upload
+from core.models import catalog
+from core.models.uploads import save_upload
 
 st.title("Models")
 st.dataframe(catalog.zoo_table(), hide_index=True,

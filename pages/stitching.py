@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import catalog
+from core.models import catalog
 from ui import grid_view, jobs
 from ui.analysis import stitch_cka_panel
 from ui.grids import BUDGETS, CONTROL_LABELS, RECIPES, find_grid, grid_config, grid_json, start

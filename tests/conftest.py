@@ -24,7 +24,7 @@ def home():
 @pytest.fixture(scope="session")
 def r1111_pair():
     """Two seeds of the smallest zoo ResNet, loaded once for the session."""
-    from core.grid import cached_model
+    from core.engine.grid import cached_model
 
     return cached_model("zoo/resnet_1111-s0", "cpu"), cached_model("zoo/resnet_1111-s1", "cpu")
 
@@ -35,7 +35,7 @@ def worker(tmp_path):
     import threading
 
     from core import runs
-    from core.store import Store
+    from core.runs.store import Store
 
     store = Store(tmp_path / "jobs.sqlite3")
     stop = threading.Event()
@@ -53,6 +53,6 @@ def worker(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    from core.store import Store
+    from core.runs.store import Store
 
     return Store(tmp_path / "results.sqlite3")

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from core.architectures import SmallResNet, build_architecture
+from core.models.architectures import SmallResNet, build_architecture
 
 
 @pytest.mark.parametrize("blocks", list(itertools.product((1, 2), repeat=4)))

@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from core import cli
-from core.attribution import METHOD_LABELS, METHODS, _lock_for, attribute, compare
-from core.data import load_dataset
-from core.grid import cached_model, run_grid
-from core.models import Network, load_model
-from core.stitched import StitchedClassifier, load_stitched
-from core.stitches import stitch
+from core.attribution.hygiene import lock_for
+from core.attribution.methods import METHOD_LABELS, METHODS, attribute, compare
+from core.data.datasets import load_dataset
+from core.engine.grid import cached_model, run_grid
+from core.engine.stitched import StitchedClassifier, load_stitched
+from core.engine.stitches import stitch
+from core.models.network import Network, load_model
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -135,7 +136,7 @@ def test_attributions_on_one_model_take_turns(images):
     net = cached_model("zoo/resnet_1111-s0", "cpu")
     finished = threading.Event()
     worker = threading.Thread(target=lambda: (attribute(net, images[0][:1], method="gradcam"), finished.set()))
-    with _lock_for(net.module):  # another session's attribution is running on this model
+    with lock_for(net.module):  # another session's attribution is running on this model
         worker.start()
         assert not finished.wait(1.0)
     worker.join(30)
@@ -184,7 +185,7 @@ def test_bad_input_says_what_to_do(images):
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    from core.store import Store
+    from core.runs.store import Store
 
     store = Store(tmp_path_factory.mktemp("attribution") / "results.sqlite3")
     result = run_grid({**PAIR, "sender_layers": ["layer2.0"], "receiver_layers": ["layer2.0", "layer3.0"],

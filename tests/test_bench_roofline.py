@@ -19,7 +19,7 @@ def test_fused_step_flops_equal_the_flop_counters_on_the_unfused_step(r1111_pair
     """The fused conv + ReLU ops (no formula in torch's FlopCounterMode) are charged exactly the
     FLOPs the counter finds in the same step run with eager ops."""
     from bench.grid_train import make_cells
-    from core.fused import FusedStitches
+    from core.engine.fused import FusedStitches
 
     sender, receiver = r1111_pair
     images = torch.randn(8, 1, 28, 28)

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from core.checkpoints import CheckpointError, apply_state_dict, read_checkpoint, save_checkpoint
+from core.models.checkpoints import CheckpointError, apply_state_dict, read_checkpoint, save_checkpoint
 
 
 class _Payload:

@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from core.cka import MinibatchCKA, cka_matrix, gram_precision, hsic_unbiased
-from core.cka_models import model_cka, stitch_cka
+from core.engine.fused import engine_prefix
+from core.engine.layers import resolve_layer, sender_prefix
+from core.engine.stitches import make_stitch
 from core.errors import Cancelled
-from core.fused import engine_prefix
-from core.layers import resolve_layer, sender_prefix
-from core.stitches import make_stitch
+from core.similarity.cka import MinibatchCKA, cka_matrix, gram_precision, hsic_unbiased
+from core.similarity.networks import model_cka, stitch_cka
 
 
 def _data(n, p=24, q=16, seed=0, noise=1.0):
@@ -306,7 +306,7 @@ def test_model_cka_of_a_network_with_itself_has_a_unit_diagonal(r1111_pair):
 
 
 def test_model_cka_streams_the_same_numbers_as_cka_matrix(r1111_pair):
-    from core.data import load_dataset
+    from core.data.datasets import load_dataset
 
     a, b = r1111_pair
     result = model_cka(a, b, ["layer2.0", "layer4.0"], ["layer3.0"], limit=250, batch_size=100)
@@ -373,8 +373,8 @@ def test_cli_writes_cka_json_and_reports_bad_layers_in_one_line(tmp_path, capsys
 
 def test_a_stored_cka_matrix_is_found_only_for_the_same_weights(tmp_path):
     from core import runs
-    from core.cka_runs import cka_config, cka_identity
-    from core.store import Store
+    from core.runs.cka_runs import cka_config, cka_identity
+    from core.runs.store import Store
 
     store = Store(tmp_path / "s.sqlite3")
     config = cka_config("zoo/resnet_1111-s0", "zoo/resnet_1111-s1", limit=100)

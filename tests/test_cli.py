@@ -56,7 +56,7 @@ def test_bad_input_is_one_clear_line(args, expected, tmp_path):
 
 
 def test_lesson_build_writes_its_material(tmp_path, monkeypatch):
-    from core import lesson
+    from core.runs import lesson
 
     pair = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0"}
     monkeypatch.setattr(lesson, "LESSON_GRIDS", {"deeper_lstsq": {**pair, "mode": "lstsq",

@@ -8,10 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from core.conv_fusion import _ONEDNN, FusedConvReLU, _conv_bias_relu, _ConvBiasReLU, _fused_op_for, fuse_conv_relu
-from core.folding import folded
-from core.grid import cached_model
-from core.layers import list_layers, receiver_suffix, sender_prefix
+from core.engine.conv_fusion import (
+    _ONEDNN,
+    FusedConvReLU,
+    _conv_bias_relu,
+    _ConvBiasReLU,
+    _fused_op_for,
+    fuse_conv_relu,
+)
+from core.engine.folding import folded
+from core.engine.grid import cached_model
+from core.engine.layers import list_layers, receiver_suffix, sender_prefix
 
 
 def _count(gm):
@@ -116,7 +123,7 @@ def test_dtypes_the_fused_op_cannot_take_run_the_eager_ops_without_disabling_it(
 def test_the_engine_runs_a_one_channel_network_channels_last_with_the_same_activations():
     # oneDNN fuses a residual add into a convolution only in channels_last (in NCHW it silently
     # runs the eager ops); a 1-channel input carries no layout, so the engine's NHWC weights decide it.
-    from core.fused import engine_prefix
+    from core.engine.fused import engine_prefix
 
     original = cached_model("zoo/resnet_2222-s0", "cpu")
     layers = list_layers(original)

@@ -6,8 +6,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from core import data
-from core.data import load_dataset
+from core.data import datasets as data
+from core.data.datasets import load_dataset
 
 
 def test_fashion_mnist_is_served_padded_to_32(home):

@@ -64,7 +64,7 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}", home
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)
-    from core import jobs
+    from core.runs import jobs
 
     pid = jobs.worker_pid(home / "e2e.sqlite3")
     if pid:

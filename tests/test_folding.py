@@ -3,10 +3,10 @@ import torch
 import torchvision
 from torch import nn
 
-from core.architectures import build_architecture
-from core.folding import fold_batchnorm, folded
-from core.grid import cached_model
-from core.layers import list_layers, receiver_suffix, sender_prefix
+from core.engine.folding import fold_batchnorm, folded
+from core.engine.grid import cached_model
+from core.engine.layers import list_layers, receiver_suffix, sender_prefix
+from core.models.architectures import build_architecture
 
 
 def _randomised_batchnorm(module: nn.Module) -> nn.Module:

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from core import grid as grid_module
+from core.engine import grid as grid_module
+from core.engine.grid import GridConfig, cached_model, load_grid, run_grid, run_grids
 from core.errors import Cancelled
-from core.grid import GridConfig, cached_model, load_grid, run_grid, run_grids
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 
@@ -189,7 +189,7 @@ def test_least_squares_cells_do_not_depend_on_how_the_grid_is_chunked(monkeypatc
 def test_lstsq_then_train_fits_in_forward_only_chunks(monkeypatch):
     # Training needs a chunk per cell under this budget; least squares, which runs no backward,
     # fits every cell in one pass over the data first. Same numbers as one chunk for everything.
-    from core.fused import FusedStitches
+    from core.engine.fused import FusedStitches
 
     config = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1", "mode": "lstsq+train",
               "sender_layers": ["stem", "layer2.0"], "receiver_layers": ["stem", "layer1.0", "layer3.0"],
@@ -227,8 +227,8 @@ def test_a_class_without_test_images_has_no_accuracy_rather_than_zero():
 def test_each_cells_confusion_is_its_own_stitched_networks(store):
     # The fused pass scores all cells of a receiver layer in one batch and counts them in one
     # table; each cell's rows must be its own network's predictions, not a neighbour's.
-    from core.data import load_dataset
-    from core.stitched import load_stitched
+    from core.data.datasets import load_dataset
+    from core.engine.stitched import load_stitched
 
     config = {**PAIR, "sender_layers": ["stem", "layer2.0", "layer4.0"], "receiver_layers": ["layer1.0", "layer3.0"],
               "mode": "lstsq", "train_limit": 300, "eval_limit": 300}

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from core import jobs, runs
+from core import runs
+from core.engine.results import load_grid
 from core.progress import Progress, check_cancel
-from core.results import load_grid
-from core.store import Store
+from core.runs import jobs
+from core.runs.store import Store
 
 
 def _echo_execute(store, configs, options, progress, cancel):

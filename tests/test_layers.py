@@ -2,8 +2,8 @@ import pytest
 import torch
 import torchvision
 
-from core.architectures import build_architecture
-from core.layers import list_layers, receiver_suffix, resolve_layer, sender_prefix
+from core.engine.layers import list_layers, receiver_suffix, resolve_layer, sender_prefix
+from core.models.architectures import build_architecture
 
 
 def _cut_everywhere_matches_forward(module, input_shape, layers):
@@ -77,7 +77,7 @@ class _DataDependent(torch.nn.Module):
 
 
 def test_untraceable_models_are_refused_with_the_reason():
-    from core.layers import UntraceableError
+    from core.engine.layers import UntraceableError
 
     with pytest.raises(UntraceableError, match="cannot be cut into layers: torch.fx cannot trace it"):
         list_layers(_DataDependent(), (1, 8, 8))

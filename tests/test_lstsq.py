@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.lstsq import LstsqTooLarge, NormalEquations
+from core.engine.lstsq import LstsqTooLarge, NormalEquations
 
 
 def test_recovers_an_exact_linear_map_batch_by_batch():
@@ -36,11 +36,11 @@ def test_token_stitches_into_different_token_counts_do_not_share_a_gram():
     # each count, so the two least-squares systems have different design rows.
     from torch import nn
 
-    from core.data import FASHION_MNIST, ImageSet
-    from core.fused import Cell, FusedStitches
-    from core.layers import resolve_layer
-    from core.models import Network
-    from core.stitches import make_stitch
+    from core.data.datasets import FASHION_MNIST, ImageSet
+    from core.engine.fused import Cell, FusedStitches
+    from core.engine.layers import resolve_layer
+    from core.engine.stitches import make_stitch
+    from core.models.network import Network
 
     class Tokens(nn.Module):  # (B, 1, 8, 8) -> (B, T, 4) tokens -> 10 classes
         def __init__(self, count):

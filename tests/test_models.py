@@ -5,10 +5,10 @@ import pytest
 import torch
 import torchvision
 
-from core import zoo
-from core.checkpoints import CheckpointError, save_checkpoint
-from core.models import list_models, load_model
-from core.sources import ModelName, check, fingerprint, parse
+from core.models import zoo
+from core.models.checkpoints import CheckpointError, save_checkpoint
+from core.models.network import list_models, load_model
+from core.models.sources import ModelName, check, fingerprint, parse
 
 
 def test_names_and_suffixes():
@@ -47,7 +47,7 @@ def test_random_copies_are_seeded_and_differ_from_trained():
 
 
 def test_a_random_model_is_built_once(monkeypatch):
-    import core.models as models
+    import core.models.network as models
 
     builds = []
     real = models.build_architecture
@@ -106,7 +106,7 @@ def test_file_checkpoints(tmp_path):
 
 
 def test_a_checkpoint_saved_again_under_its_name_is_reloaded(tmp_path):
-    from core.grid import cached_model
+    from core.engine.grid import cached_model
 
     first, second = load_model("zoo/resnet_1111-s0"), load_model("zoo/resnet_1111-s1")
     meta = {"config": first.config, "dataset": "fashion-mnist", "input_shape": [1, 32, 32],

@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core import jobs, runs
-from core.cka import cka_matrix
-from core.grid import run_grid
-from core.results import load_grid
-from core.stitches import NotStitchable, make_stitch
-from core.store import Store
+from core import runs
+from core.engine.grid import run_grid
+from core.engine.results import load_grid
+from core.engine.stitches import NotStitchable, make_stitch
+from core.runs import jobs, service
+from core.runs.store import Store
+from core.similarity.cka import cka_matrix
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 shapes = st.one_of(
@@ -74,7 +75,7 @@ def test_store_survives_a_writer_killed_mid_write(tmp_path):
     db = tmp_path / "crash.sqlite3"
     run_id = Store(db).create_run("grid", {"crash": True})
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        from core.store import Store
+        from core.runs.store import Store
         store = Store({str(db)!r})
         k = 0
         while True:  # one transaction per cell, as fast as it goes, until killed
@@ -107,7 +108,7 @@ def test_cuda_out_of_memory_retries_smaller_then_fails_clearly(monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     with pytest.raises(RuntimeError, match="ran out of memory even with the smallest chunks"):
-        runs._with_oom_retry(run)
+        service._with_oom_retry(run)
     assert budgets == sorted(budgets, reverse=True) and len(budgets) == 3
     calls = []
 
@@ -117,7 +118,7 @@ def test_cuda_out_of_memory_retries_smaller_then_fails_clearly(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return "ok"
 
-    assert runs._with_oom_retry(second_try_works) == "ok" and len(calls) == 2
+    assert service._with_oom_retry(second_try_works) == "ok" and len(calls) == 2
 
 
 def test_a_one_class_dataset_is_refused_with_the_reason(tmp_path):

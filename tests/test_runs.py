@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from core import grid as grid_module
-from core import jobs, recipes, runs
+from core import runs
+from core.engine import grid as grid_module
+from core.engine.fused import FusedStitches
+from core.engine.grid import run_grid
 from core.errors import Cancelled
-from core.fused import FusedStitches
-from core.grid import run_grid
+from core.runs import jobs, recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
@@ -56,7 +57,7 @@ def test_a_checkpoint_saved_again_under_its_name_is_another_identity(tmp_path):
     identity (the page's lookup once compared fields and ignored them)."""
     import shutil
 
-    from core import zoo
+    from core.models import zoo
 
     path = tmp_path / "mine.safetensors"
     shutil.copy(zoo.manifest_path().parent / zoo.zoo_entry("resnet_1111-s0")["file"], path)
@@ -68,7 +69,7 @@ def test_a_checkpoint_saved_again_under_its_name_is_another_identity(tmp_path):
 
 def test_the_same_recipe_from_the_page_the_cli_and_the_lesson_is_one_run():
     from core.cli import grid_settings
-    from core.lesson import LESSON_GRIDS
+    from core.runs.lesson import LESSON_GRIDS
     from ui.grids import RECIPES, grid_config
     from ui.state import Selection
 
@@ -148,7 +149,7 @@ def test_a_grid_stops_after_the_unit_in_flight_in_every_phase(units, store, phas
 
 
 def test_cka_stops_after_the_batch_in_flight(units):
-    from core.cka_models import model_cka
+    from core.similarity.networks import model_cka
 
     counter = units("cka", 2)
     with pytest.raises(Cancelled):
@@ -158,7 +159,7 @@ def test_cka_stops_after_the_batch_in_flight(units):
 
 
 def test_a_sweep_stops_after_the_step_in_flight_and_starts_no_other_grid(units, store):
-    from core.sweep import run_sweep, sweep_status
+    from core.runs.sweep import run_sweep, sweep_status
 
     counter = units("train", 1)
     sweep = {"models": ["zoo/resnet_1111-s*"], "pairs": "distinct", "controls": ["none"], "mode": "train",
@@ -208,8 +209,8 @@ def _serve_until_idle(store):
 
 
 def test_attributions_and_stitch_cka_requested_twice_compute_once(store, monkeypatch):
-    from core import analysis_runs
-    from core.analysis_runs import attributions_config, stitch_cka_config
+    from core.runs import analysis as analysis_runs
+    from core.runs.analysis import attributions_config, stitch_cka_config
 
     grid = run_grid({**PAIR, "sender_layers": ["layer2.0"], "receiver_layers": ["layer2.0"], "mode": "lstsq",
                      "train_limit": 256, "eval_limit": 100}, store=store, device="cpu")
@@ -237,13 +238,13 @@ def test_attributions_and_stitch_cka_requested_twice_compute_once(store, monkeyp
 
 def test_stored_attributions_draw_without_torch(store):
     """The figure the page shows, from a stored result, in a process without torch."""
-    from core.analysis_runs import attributions_config, run_attributions
+    from core.runs.analysis import attributions_config, run_attributions
 
     config = attributions_config(PAIR["sender"], PAIR["receiver"], method="ig", index=0)
     run_id = run_attributions(config, store, device="cpu")
     script = rf'''
 import sys
-from core.store import Store
+from core.runs.store import Store
 from core import runs
 from ui.attributions import figure
 result = runs.load(Store({str(store.path)!r}), {run_id!r})
@@ -256,7 +257,7 @@ assert "torch" not in sys.modules
 
 
 def test_a_link_naming_a_model_is_checked_without_loading_it(monkeypatch):
-    from core import catalog, sources
+    from core.models import catalog, sources
 
     monkeypatch.setattr(grid_module, "cached_model", lambda *a, **k: pytest.fail("the sidebar loaded a model"))
     assert catalog.layers_of("zoo/resnet_1111-s0@random:7") == catalog.layers_of("zoo/resnet_1111-s0")

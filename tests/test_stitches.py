@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.grid import cached_model
-from core.layers import list_layers, receiver_suffix, sender_prefix
-from core.lstsq import NormalEquations
-from core.stitches import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
+from core.engine.grid import cached_model
+from core.engine.layers import list_layers, receiver_suffix, sender_prefix
+from core.engine.lstsq import NormalEquations
+from core.engine.stitches import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
 
 
 @pytest.mark.parametrize("name", ["zoo/resnet_2222-s0", "zoo/vgg_small-s0", "zoo/mobilenet_v2-s0"])
@@ -52,9 +52,9 @@ def test_conv_kxk_uses_stride_k_and_grow_equals_upsample_then_conv():
 
 def test_the_engine_option_patch_product_reaches_every_stitch():
     # bench.grid_train's conv_stitches variant compares the two ways on a GPU
-    from core.fused import Cell, FusedStitches
-    from core.grid import cached_model
-    from core.layers import list_layers
+    from core.engine.fused import Cell, FusedStitches
+    from core.engine.grid import cached_model
+    from core.engine.layers import list_layers
 
     net = cached_model("zoo/resnet_1111-s0", "cpu")
     first, last = list_layers(net)[0], list_layers(net)[-2]

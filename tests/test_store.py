@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from core.store import Store, StoreError, config_hash
+from core.runs.store import Store, StoreError, config_hash
 
 
 def test_runs_cells_and_artifacts_round_trip(store):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from core import grid as grid_module
-from core import sweep_ray
-from core.results import load_grid
-from core.store import Store
-from core.sweep import (
+from core.engine import grid as grid_module
+from core.engine.results import load_grid
+from core.runs import sweep_ray
+from core.runs.store import Store
+from core.runs.sweep import (
     SweepConfig,
     depth_table,
     enumerate_pairs,
@@ -81,7 +81,7 @@ def test_paper_effect_and_depth_table_by_hand():
 
 
 def test_region_means_of_grids_of_unequal_depth():
-    from core.results import region_means
+    from core.engine.results import region_means
 
     # 3 sender layers (depths 0, .5, 1) x 2 receiver layers (0, 1); None is skipped, not 0
     matrix = [[0.6, 0.2], [0.9, None], [0.7, 0.8]]
@@ -225,7 +225,7 @@ def test_ray_gives_the_same_grids_as_local(local_sweep, ray_local, tmp_path, mon
             ray_weights = load_safetensors(store.cell_stitch(b.run_id, i, j))
             local_weights = load_safetensors(local_store.cell_stitch(a.run_id, i, j))
             assert all(torch.allclose(ray_weights[k], local_weights[k], atol=1e-5) for k in local_weights), (i, j)
-    from core.stitched import load_stitched
+    from core.engine.stitched import load_stitched
 
     grid = local["grids"][0]
     assert load_stitched(store, by_key[_key(grid)], "stem", "stem").run["id"] == by_key[_key(grid)]
@@ -305,6 +305,6 @@ def test_ray_executor_without_ray_is_one_clear_line(tmp_path, monkeypatch, capsy
 
 
 def test_reading_a_sweep_imports_neither_torch_nor_ray():
-    code = "import sys, core.sweep; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    code = "import sys, core.runs.sweep; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from core import zoo
-from core.data import load_dataset
-from core.grid import cached_model, evaluate_network
-from core.zoo_train import train_zoo
+from core.data.datasets import load_dataset
+from core.engine.grid import cached_model, evaluate_network
+from core.models import zoo
+from core.models.zoo_train import train_zoo
 
 MANIFEST = zoo.read_manifest()
 NAMES = [m["name"] for m in MANIFEST["models"]]

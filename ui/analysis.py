@@ -7,8 +7,8 @@ import numpy as np
 import streamlit as st
 
 from core import runs
-from core.analysis_runs import stitch_cka_config
-from core.results import relative_depth
+from core.engine.results import relative_depth
+from core.runs.analysis import stitch_cka_config
 
 from .state import store
 

@@ -1,7 +1,7 @@
 """What the Attributions page asks the worker for and reads back: the receiver's predictions on
 the test set (to browse images), and attribution maps of sender, receiver and stitched network.
-Nothing here computes: each is a stored run (:mod:`core.analysis_runs`) found or queued through
-:mod:`core.runs`; an upload is decoded here (Pillow, small) and sent as pixels."""
+Nothing here computes: each is a stored run (:mod:`core.runs.analysis`) found or queued through
+:mod:`core.runs.service`; an upload is decoded here (Pillow, small) and sent as pixels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import io
 import numpy as np
 
 from core import runs
-from core.analysis_runs import attributions_config, predictions_config
+from core.runs.analysis import attributions_config, predictions_config
 
 from .state import store
 
@@ -65,8 +65,8 @@ def attribution_request(sender: str, receiver: str, dataset: str, method: str, i
 
 def figure(result: dict, dataset: str):
     """The stored attributions as a matplotlib figure (no torch)."""
-    from core.attribution_maps import Attribution, attribution_figure
-    from core.data_info import classes
+    from core.attribution.maps import Attribution, attribution_figure
+    from core.data.classes import classes
 
     maps = {key: Attribution.from_json(value) for key, value in result["results"].items()}
     image = np.asarray(result["image"], dtype=np.float32) / 255.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import data_info
+from core.data import classes as data_info
 
 from . import charts
 from .grids import cell

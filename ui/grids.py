@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import recipes, runs
-from core.results import CONTROLS, load_grid
+from core import runs
+from core.engine.results import CONTROLS, load_grid
+from core.runs import recipes
 
 from .state import Selection, store
 
-# What the Stitching page offers, by label (the URL holds the label): core/recipes.py names them.
+# What the Stitching page offers, by label (the URL holds the label): core/runs/recipes.py names them.
 RECIPES = {r.label: r for r in recipes.RECIPES.values()}
 BUDGETS = {b.label: b for b in recipes.BUDGETS.values()}
 CONTROL_LABELS = {"random-sender": "random sender", "random-receiver": "random receiver",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs, runs
+from core import runs
 from core.errors import QueueFull
 from core.progress import Status
+from core.runs import jobs
 
 from .state import session_id, store
 

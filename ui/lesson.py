@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results import region_means
+from core.engine.results import region_means
 
 PROJECTOR_CSS = """
 <style>

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import catalog, paths, sources
-from core.store import Store, StoreError
+from core import paths
+from core.models import catalog, sources
+from core.runs.store import Store, StoreError
 
 DATASETS = ["fashion-mnist", "cifar10"]
 DEVICES = ["auto", "cpu", "cuda"]

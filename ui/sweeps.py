@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.sweep import depth_table, paper_effect, sweep_status, sweep_summary
+from core.runs.sweep import depth_table, paper_effect, sweep_status, sweep_summary
 
 from . import charts
 from .state import store
@@ -32,7 +32,7 @@ def grids_table(sweep_id: str) -> list[dict]:
 
 
 def summary(sweep_id: str) -> list[dict]:
-    """Every scored cell of the sweep (``core.sweep.sweep_summary``), read again only when one of
+    """Every scored cell of the sweep (``core.runs.sweep.sweep_summary``), read again only when one of
     its grids changes state: a sweep of the paper's size has tens of thousands of cells."""
     version = tuple((g["run_id"], g["status"]) for g in sweep_status(store(), sweep_id)["grids"])
     return _summary(str(store().path), sweep_id, version)

@@ -1,0 +1,257 @@
+"""Results as data: runs, their cells and artifacts in one SQLite file.
+
+* Every cell is committed in its own transaction the moment it is known, so a crash loses
+  at most the cells in flight, and a run can be resumed from what is stored.
+* WAL journaling lets the app read while the worker writes.
+* A run is found again by the hash of its configuration, so re-running a finished
+  configuration reads the stored result instead of recomputing it.
+* A file that is not a StitchLab database (corrupt, or another program's) is reported and
+  never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from core import paths
+from core.errors import StoreError
+
+__all__ = ["Store", "StoreError", "config_hash"]
+
+SCHEMA_VERSION = 1
+APP_ID = "stitchlab"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    config_hash TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT,
+    summary TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    seconds REAL
+);
+CREATE INDEX IF NOT EXISTS runs_by_config ON runs (config_hash, kind);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    sender_layer TEXT NOT NULL,
+    receiver_layer TEXT NOT NULL,
+    status TEXT NOT NULL,
+    accuracy REAL,
+    details TEXT,
+    stitch BLOB,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, sender_layer, receiver_layer)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value BLOB,
+    PRIMARY KEY (run_id, key)
+);
+"""
+
+
+def config_hash(config: dict) -> str:
+    """A stable hash of a JSON-able configuration (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Store:
+    """A StitchLab results database at ``path`` (created if absent)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path or paths.default_db()).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_and_init()
+
+    # --- connection ----------------------------------------------------------------------------
+    @contextmanager
+    def connect(self):
+        """A connection in autocommit-off mode; commits on success, rolls back on error."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self):
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def add_tables(self, schema: str) -> None:
+        """Create a module's own tables (``CREATE ... IF NOT EXISTS`` statements) in this store."""
+        with self.transaction() as conn:
+            for statement in filter(str.strip, schema.split(";")):
+                conn.execute(statement)
+
+    def _check_and_init(self):
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            # One IMMEDIATE transaction for the check, the tables and the meta rows: processes
+            # opening a new store at once (the app and its worker) see it either empty or whole.
+            with self.transaction() as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if existed and tables and "meta" not in tables:
+                    raise StoreError(f"{self.path} is another program's SQLite database (tables: "
+                                     f"{', '.join(sorted(tables)[:5])}); StitchLab will not touch it. "
+                                     f"Choose another file with STITCHLAB_DB or --db")
+                if "meta" in tables:
+                    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                    if meta.get("app") != APP_ID or "schema" not in meta:
+                        raise StoreError(f"{self.path} is not a StitchLab database; choose another file "
+                                         f"with STITCHLAB_DB or --db")
+                    if int(meta["schema"]) > SCHEMA_VERSION:
+                        raise StoreError(f"{self.path} was written by a newer StitchLab (schema {meta['schema']}); "
+                                         f"upgrade StitchLab or use another file")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._use_wal()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); it was left as it is. "
+                             f"Move it away, or choose another file with STITCHLAB_DB or --db") from None
+
+    def _use_wal(self, seconds: float = 30.0) -> None:
+        """Switch the file to write-ahead logging (once; it persists). The switch needs the file to
+        itself and SQLite answers 'locked' at once, without its busy wait, while another process
+        reads it, so it is retried here."""
+        deadline = time.monotonic() + seconds
+        with self.connect() as conn:
+            while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    # --- runs ----------------------------------------------------------------------------------
+    def create_run(self, kind: str, config: dict, name: str | None = None) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO runs (id, kind, name, config_hash, config, status, created, updated) "
+                         "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                         (run_id, kind, name, config_hash(config), json.dumps(config, sort_keys=True), now, now))
+        return run_id
+
+    def find_run(self, kind: str, config: dict | list[dict], statuses: tuple[str, ...] | None = None) -> dict | None:
+        """The newest run of this exact configuration (or of any of a list of them), in one of
+        ``statuses`` (None: any), or None. One indexed query, however many runs are stored."""
+        hashes = [config_hash(c) for c in (config if isinstance(config, list) else [config])]
+        query = (f"SELECT * FROM runs WHERE kind = ? AND config_hash IN ({', '.join('?' * len(hashes))})"
+                 + (f" AND status IN ({', '.join('?' * len(statuses))})" if statuses else "")
+                 + " ORDER BY created DESC LIMIT 1")
+        with self.connect() as conn:
+            row = conn.execute(query, (kind, *hashes, *(statuses or ()))).fetchone()
+        return _run_dict(row) if row else None
+
+    def get_run(self, run_id: str) -> dict:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r} in {self.path}; list runs with: python -m core runs")
+        return _run_dict(row)
+
+    def list_runs(self, kind: str | None = None, limit: int = 500) -> list[dict]:
+        """The newest ``limit`` runs, for listings; to find a run, use :meth:`find_run`."""
+        with self.connect() as conn:
+            if kind:
+                rows = conn.execute("SELECT * FROM runs WHERE kind = ? ORDER BY created DESC LIMIT ?", (kind, limit))
+            else:
+                rows = conn.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,))
+            return [_run_dict(r) for r in rows.fetchall()]
+
+    def update_run(self, run_id: str, **fields) -> None:
+        allowed = {"status", "message", "summary", "seconds", "name"}
+        bad = set(fields) - allowed
+        if bad:
+            raise AssertionError(f"cannot update run fields {bad}")
+        if "summary" in fields and not isinstance(fields["summary"], (str, type(None))):
+            fields["summary"] = json.dumps(fields["summary"], sort_keys=True)
+        sets = ", ".join(f"{k} = ?" for k in fields) + ", updated = ?"
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), time.time(), run_id))
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        self.get_run(run_id)
+        self.update_run(run_id, name=name.strip() or None)
+
+    def delete_run(self, run_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # --- cells ---------------------------------------------------------------------------------
+    def put_cell(self, run_id: str, sender_layer: str, receiver_layer: str, status: str,
+                 accuracy: float | None = None, details: dict | None = None, stitch: bytes | None = None) -> None:
+        """Commit one cell (its own transaction): status is done, not_stitchable or failed."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run_id, sender_layer, receiver_layer, status, accuracy,
+                          json.dumps(details or {}, sort_keys=True), stitch, time.time()))
+            conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
+
+    def cells(self, run_id: str, with_details: bool = True) -> list[dict]:
+        columns = "sender_layer, receiver_layer, status, accuracy" + (", details" if with_details else "")
+        with self.connect() as conn:
+            rows = conn.execute(f"SELECT {columns} FROM cells WHERE run_id = ? ORDER BY created", (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            if with_details:
+                d["details"] = json.loads(d["details"] or "{}")
+            out.append(d)
+        return out
+
+    def cell_stitch(self, run_id: str, sender_layer: str, receiver_layer: str) -> bytes | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT stitch FROM cells WHERE run_id = ? AND sender_layer = ? AND receiver_layer = ?",
+                               (run_id, sender_layer, receiver_layer)).fetchone()
+        if row is None:
+            raise KeyError(f"run {run_id} has no cell {sender_layer} -> {receiver_layer}")
+        return row[0]
+
+    # --- artifacts -----------------------------------------------------------------------------
+    def put_artifact(self, run_id: str, key: str, value) -> None:
+        blob = value if isinstance(value, (bytes, bytearray)) else json.dumps(value).encode()
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", (run_id, key, blob))
+
+    def get_artifact(self, run_id: str, key: str, default=None, as_json: bool = True):
+        with self.connect() as conn:
+            row = conn.execute("SELECT value FROM artifacts WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
+        if row is None:
+            return default
+        return json.loads(row[0]) if as_json else row[0]
+
+
+def _run_dict(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+    return d
+

@@ -1,0 +1,3 @@
+"""Representational similarity: CKA estimators (``cka``), their kernels (``kernels``) and CKA between
+networks' layers (``networks``).
+"""
