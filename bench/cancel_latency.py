@@ -65,7 +65,7 @@ def _cancel_once_in(store, job_id: int, says: str, timeout: float = 600.0) -> tu
 
 def main(argv=None) -> dict:
     from core import runs
-    from core.engine import grid
+    from core.models import network
     from core.runs.store import Store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
             kind, settings, says = PHASES[phase]
             seconds, messages = [], []
             for repeat in range(args.repeats):
-                grid._cached_model.cache_clear()  # a fresh worker: nothing scored or loaded yet
+                network._cached_model.cache_clear()  # a fresh worker: nothing scored or loaded yet
                 queued = runs.submit(store, kind, [_config(kind, settings, repeat)], "cpu")
                 took, message = _cancel_once_in(store, queued.job_id, says)
                 seconds.append(round(took, 3))

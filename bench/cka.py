@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core.data.datasets import load_dataset
 from core.device import resolve_device
-from core.engine.grid import cached_model
 from core.engine.layers import list_layers, sender_prefix
+from core.models.network import cached_model
 from core.similarity.cka import gram_precision, hsic_unbiased
 from core.similarity.networks import model_cka
 

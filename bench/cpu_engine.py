@@ -31,8 +31,8 @@ from core.data.datasets import load_dataset
 from core.engine.conv_fusion import _conv_bias_relu, fuse_conv_relu
 from core.engine.folding import folded
 from core.engine.fused import FusedStitches
-from core.engine.grid import cached_model
 from core.engine.layers import list_layers, sender_prefix
+from core.models.network import cached_model
 
 from ._util import emit
 from .grid_train import make_cells

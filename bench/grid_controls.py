@@ -7,7 +7,8 @@ width-16 pair on a CPU.
 
 from __future__ import annotations
 
-from core.engine.grid import cached_model, run_grid, run_grids
+from core.engine.grid import run_grid, run_grids
+from core.models.network import cached_model
 
 from ._util import emit, grid_arguments, timer
 

@@ -13,7 +13,8 @@ import time
 import torch
 
 from core.data.datasets import load_dataset
-from core.engine.grid import _cached_model, run_grid
+from core.engine.grid import run_grid
+from core.models.network import _cached_model
 
 from ._util import emit, grid_arguments, sync
 

@@ -31,9 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from core.data.datasets import load_dataset
 from core.device import resolve_device
 from core.engine.fused import Cell, FusedStitches
-from core.engine.grid import _cell_seed, cached_model
+from core.engine.grid import _cell_seed
 from core.engine.layers import list_layers
 from core.engine.stitches import make_stitch
+from core.models.network import cached_model
 
 from ._util import H100_BF16_PEAK_TFLOPS, emit, timer
 

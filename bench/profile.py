@@ -50,7 +50,7 @@ def category(name: str) -> str:
 def _network(name: str, device):
     """The named model; a ``paper/`` model not trained here is replaced by random weights of its
     architecture (width 64, its seed), which time the same."""
-    from core.engine.grid import cached_model
+    from core.models.network import cached_model
     from core.models.zoo import ZooError
 
     try:

@@ -15,7 +15,8 @@ import time
 
 from core.data.datasets import load_dataset
 from core.engine import grid as grid_module
-from core.engine.grid import _cached_model, run_grid
+from core.engine.grid import run_grid
+from core.models.network import _cached_model
 
 from ._util import emit, sync
 

@@ -24,7 +24,7 @@ def home():
 @pytest.fixture(scope="session")
 def r1111_pair():
     """Two seeds of the smallest zoo ResNet, loaded once for the session."""
-    from core.engine.grid import cached_model
+    from core.models.network import cached_model
 
     return cached_model("zoo/resnet_1111-s0", "cpu"), cached_model("zoo/resnet_1111-s1", "cpu")
 

@@ -9,10 +9,10 @@ from core import cli
 from core.attribution.hygiene import lock_for
 from core.attribution.methods import METHOD_LABELS, METHODS, attribute, compare
 from core.data.datasets import load_dataset
-from core.engine.grid import cached_model, run_grid
+from core.engine.grid import run_grid
 from core.engine.stitched import StitchedClassifier, load_stitched
 from core.engine.stitches import stitch
-from core.models.network import Network, load_model
+from core.models.network import Network, cached_model, load_model
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -17,8 +17,8 @@ from core.engine.conv_fusion import (
     fuse_conv_relu,
 )
 from core.engine.folding import folded
-from core.engine.grid import cached_model
 from core.engine.layers import list_layers, receiver_suffix, sender_prefix
+from core.models.network import cached_model
 
 
 def _count(gm):

@@ -4,9 +4,9 @@ import torchvision
 from torch import nn
 
 from core.engine.folding import fold_batchnorm, folded
-from core.engine.grid import cached_model
 from core.engine.layers import list_layers, receiver_suffix, sender_prefix
 from core.models.architectures import build_architecture
+from core.models.network import cached_model
 
 
 def _randomised_batchnorm(module: nn.Module) -> nn.Module:

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from core.engine import grid as grid_module
-from core.engine.grid import GridConfig, cached_model, load_grid, run_grid, run_grids
+from core.engine.grid import GridConfig, load_grid, run_grid, run_grids
 from core.errors import Cancelled
+from core.models.network import cached_model
 
 PAIR = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_1111-s1"}
 

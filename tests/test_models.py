@@ -106,7 +106,7 @@ def test_file_checkpoints(tmp_path):
 
 
 def test_a_checkpoint_saved_again_under_its_name_is_reloaded(tmp_path):
-    from core.engine.grid import cached_model
+    from core.models.network import cached_model
 
     first, second = load_model("zoo/resnet_1111-s0"), load_model("zoo/resnet_1111-s1")
     meta = {"config": first.config, "dataset": "fashion-mnist", "input_shape": [1, 32, 32],

@@ -16,6 +16,7 @@ from core.engine import grid as grid_module
 from core.engine.fused import FusedStitches
 from core.engine.grid import run_grid
 from core.errors import Cancelled
+from core.models import network as network_module
 from core.runs import jobs, recipes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ GRID = {**PAIR, "sender_layers": ["stem", "layer2.0"], "receiver_layers": ["laye
                                          ("evaluate", "train")])
 def test_a_grid_stops_after_the_unit_in_flight_in_every_phase(units, store, phase, mode):
     counter = units(phase, 2)
-    grid_module._cached_model.cache_clear()  # fresh networks: reference scoring is not skipped
+    network_module._cached_model.cache_clear()  # fresh networks: reference scoring is not skipped
     with pytest.raises(Cancelled):
         run_grid({**GRID, "mode": mode}, store=store, device="cpu", progress=counter.progress, cancel=counter.cancel)
     assert counter.done[phase] == 2, counter.done  # the check before the third unit stopped it

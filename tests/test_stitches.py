@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.engine.grid import cached_model
 from core.engine.layers import list_layers, receiver_suffix, sender_prefix
 from core.engine.lstsq import NormalEquations
 from core.engine.stitches import NotStitchable, StitchedNetwork, make_stitch, stitch, stitch_kind
+from core.models.network import cached_model
 
 
 @pytest.mark.parametrize("name", ["zoo/resnet_2222-s0", "zoo/vgg_small-s0", "zoo/mobilenet_v2-s0"])
@@ -53,8 +53,8 @@ def test_conv_kxk_uses_stride_k_and_grow_equals_upsample_then_conv():
 def test_the_engine_option_patch_product_reaches_every_stitch():
     # bench.grid_train's conv_stitches variant compares the two ways on a GPU
     from core.engine.fused import Cell, FusedStitches
-    from core.engine.grid import cached_model
     from core.engine.layers import list_layers
+    from core.models.network import cached_model
 
     net = cached_model("zoo/resnet_1111-s0", "cpu")
     first, last = list_layers(net)[0], list_layers(net)[-2]

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from core.data.datasets import load_dataset
-from core.engine.grid import cached_model, evaluate_network
+from core.engine.grid import evaluate_network
 from core.models import zoo
+from core.models.network import cached_model
 from core.models.zoo_train import train_zoo
 
 MANIFEST = zoo.read_manifest()

@@ -10,7 +10,6 @@ What a grid is (config, result, metrics) lives in :mod:`core.engine.results`.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -28,24 +27,13 @@ from core.engine.layers import Layer, layer_graph, list_layers, resolve_layer
 from core.engine.results import CONTROLS, MODES, GridConfig, GridResult, load_grid, summarize
 from core.engine.stitches import Stitch, make_stitch
 from core.errors import NotStitchable
-from core.models.network import Network, load_model
-from core.models.sources import fingerprint, random_name
+from core.models.network import Network, cached_model
+from core.models.sources import random_name
 from core.progress import Reporter, Status, check_cancel
 from core.runs.lifecycle import lifecycle
 
 __all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS",
-           "evaluate_network", "cached_model"]
-
-
-def cached_model(name: str, device: str) -> Network:
-    """Networks are frozen, so one loaded copy per (name, weights, device) serves every grid. The
-    weights' fingerprint is part of the key: an upload saved again under its name is reloaded."""
-    return _cached_model(name, device, fingerprint(name))
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_model(name: str, device: str, fingerprint: str) -> Network:
-    return load_model(name, device)
+           "evaluate_network"]
 
 
 def evaluate_network(net: Network, data: ImageSet, device: torch.device, batch_size: int = 1000,

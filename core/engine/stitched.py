@@ -90,7 +90,7 @@ def load_stitched(store, run_id: str, sender_layer: str, receiver_layer: str, de
     """Rebuild the trained stitch of cell ``(sender_layer, receiver_layer)`` of a stored grid run.
 
     The networks are the ones the run used (random copies under a control), shared with
-    :func:`core.engine.grid.cached_model`; the stitch is frozen.
+    :func:`core.models.network.cached_model`; the stitch is frozen.
 
     Example::
 

@@ -37,8 +37,8 @@ def _layers_of(name: str, fingerprint: str) -> tuple[tuple[str, tuple[int, ...]]
         entry = zoo.zoo_entry(model.key, None if model.source == "zoo/" else paths.home() / "zoo-paper")
         if "layers" in entry:
             return tuple((layer["name"], tuple(layer["shape"])) for layer in entry["layers"])
-    from core.engine.grid import cached_model
     from core.engine.layers import list_layers
+    from core.models.network import cached_model
 
     return tuple((layer.name, layer.shape) for layer in list_layers(cached_model(name, "cpu")))
 

@@ -30,7 +30,7 @@ from core.models import sources, zoo
 from core.models.architectures import build_architecture
 from core.models.checkpoints import CheckpointError, apply_state_dict, read_checkpoint
 
-__all__ = ["Network", "load_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Network", "load_model", "cached_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,6 +113,18 @@ def _seeded_build(config: dict, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_architecture(config)
+
+
+def cached_model(name: str, device: str = "cpu") -> Network:
+    """:func:`load_model` through a process-wide cache of 16 networks. Networks are frozen, so one
+    loaded copy per (name, weights, device) serves every grid, CKA and attribution of a worker.
+    The weights' fingerprint is part of the key: an upload saved again under its name is reloaded."""
+    return _cached_model(name, device, sources.fingerprint(name))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_model(name: str, device: str, fingerprint: str) -> Network:
+    return load_model(name, device)
 
 
 def load_model(name: str, device: str | torch.device = "cpu", config: dict | None = None) -> Network:

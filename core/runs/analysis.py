@@ -93,7 +93,7 @@ def run_predictions(config: dict, store, device="auto", progress=None, cancel=No
 
         from core.data.datasets import load_dataset
         from core.device import resolve_device
-        from core.engine.grid import cached_model
+        from core.models.network import cached_model
 
         dev = resolve_device(device)
         net = cached_model(config["model"], str(dev))
@@ -120,8 +120,8 @@ def run_attributions(config: dict, store, device="auto", progress=None, cancel=N
 
         from core.attribution.methods import compare
         from core.data.datasets import load_dataset
-        from core.engine.grid import cached_model
         from core.engine.stitched import load_stitched
+        from core.models.network import cached_model
 
         check_cancel(cancel)
         report("attribute", 0.05, "loading the networks and the image")

@@ -12,7 +12,7 @@ and runs one :func:`core.engine.grid.run_grid` per (sender, receiver, control). 
   complete: metrics, details and weights.
 
 Worker reuse: Ray keeps a task's worker process alive for the next task of the same function
-and resources, so run_grid's ``cached_model`` and core.data.datasets's caches load each network and
+and resources, so ``core.models.network.cached_model`` and core.data.datasets's caches load each network and
 dataset once per worker. Ray makes GPU tasks single-use by default (``max_calls=1``, to free
 GPU memory); the task here sets ``max_calls=0`` (reuse) and empties PyTorch's CUDA cache after
 each grid instead.

@@ -63,7 +63,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 def _network(model, device: torch.device):
     """A registry name is loaded (and cached) on ``device``; a Network is used where it is."""
     if isinstance(model, str):
-        from core.engine.grid import cached_model  # grid imports the whole engine; only needed here
+        from core.models.network import cached_model
 
         return cached_model(model, str(device))
     if not (hasattr(model, "module") and hasattr(model, "prepare")):

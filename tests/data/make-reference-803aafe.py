@@ -1,16 +1,20 @@
 """Run with the code of 803aafe: a store of grids and a CKA run, and attribution maps, for the
 runs service's same-numbers test."""
-import json, os, sys
+import json
+import os
+
 os.environ["STITCHLAB_HOME"] = "/tmp/oldout/home"
 import torch
+
 torch.set_num_threads(2)
-from core.grid import run_grid
-from core.store import Store
 from core.cka_runs import run_cka
-from core.attribution import compare
-from core.grid import cached_model
-from core.data import load_dataset
+from core.grid import cached_model, run_grid
 from core.stitched import load_stitched
+from core.store import Store
+
+from core.attribution import compare
+from core.data import load_dataset
+
 store = Store("/tmp/oldout/store-803aafe.sqlite3")
 pair = {"sender": "zoo/resnet_1111-s0", "receiver": "zoo/resnet_2222-s0"}
 lstsq = run_grid({**pair, "mode": "lstsq", "sender_layers": ["stem", "layer2.0", "layer4.0"],
