@@ -247,3 +247,14 @@ def test_each_cells_confusion_is_its_own_stitched_networks(store):
         assert (fused - alone).abs().sum() <= 2, (i, j)  # float rounding may flip a near tie
         accuracies.add(round(cell["accuracy"], 2))
     assert len(accuracies) > 3  # the cells differ, so a table given to the wrong cell would show
+
+
+def test_engine_options_are_typed_and_an_unknown_one_is_refused():
+    from core.engine.options import EngineOptions
+
+    config = {**PAIR, "sender_layers": ["stem"], "receiver_layers": ["stem"], "mode": "lstsq", "train_limit": 256,
+              "eval_limit": 100}
+    with pytest.raises(ValueError, match=r"unknown engine options \['autotuen'\]"):
+        run_grid(config, device="cpu", engine={"autotuen": True})
+    plain = run_grid(config, device="cpu", engine=EngineOptions(fold_bn=False, fuse_relu=False))
+    assert plain.matrix() == run_grid(config, device="cpu", engine={"fold_bn": False, "fuse_relu": False}).matrix()

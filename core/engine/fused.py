@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from core.engine.conv_fusion import fuse_conv_relu
 from core.engine.folding import folded
 from core.engine.layers import Layer, receiver_suffix, sender_prefix
 from core.engine.lstsq import LstsqTooLarge, NormalEquations
+from core.engine.options import EngineOptions
 from core.engine.stitches import Stitch
 from core.progress import check_cancel
 
@@ -125,7 +126,8 @@ def _subsample(t: torch.Tensor, rows: dict, seed: int, batch: int, limit: int) -
 class FusedStitches:
     """Train, least-squares fit and evaluate ``cells`` together on ``device``.
 
-    Speed options (defaults: what measured fastest, see BENCHMARKS.md): ``amp`` bf16 autocast
+    Speed options (:class:`core.engine.options.EngineOptions`, or its fields as keyword
+    arguments; defaults: what measured fastest, see BENCHMARKS.md): ``amp`` bf16 autocast
     (default on CUDA), ``channels_last`` NHWC layout (default everywhere: 1.2x the speed of
     NCHW for the zoo's grids on 2 CPU cores as well), ``fold_bn`` BatchNorm of
     the frozen networks folded into the preceding convolution (:mod:`core.engine.folding`; exact up to
@@ -137,21 +139,22 @@ class FusedStitches:
     rather than cuDNN's convolution (CUDA; :meth:`core.engine.stitches.Stitch._patch_product`).
     """
 
-    def __init__(self, cells: list[Cell], device: torch.device, amp: bool | None = None,
-                 channels_last: bool | None = None, fold_bn: bool = True, compile: bool = False,
-                 autotune: bool = False, fuse_relu: bool = True, patch_product: bool = True):
+    def __init__(self, cells: list[Cell], device: torch.device, options: EngineOptions | None = None, **fields):
+        options = replace(EngineOptions.coerce(options), **fields)  # fields: EngineOptions' names
         self.cells = cells
         self.device = device
-        self.autotune = autotune
-        self.amp = amp
-        self.channels_last = True if channels_last is None else channels_last
-        self.fold_bn = fold_bn
+        self.autotune = options.autotune
+        self.amp = options.amp
+        self.channels_last = True if options.channels_last is None else options.channels_last
+        self.fold_bn = options.fold_bn
         for cell in cells:
             cell.stitch.to(device)
-            cell.stitch.patch_product = patch_product
+            cell.stitch.patch_product = options.patch_product
             if self.channels_last:
                 cell.stitch.to(memory_format=torch.channels_last)
-        self._engine = {"fold_bn": fold_bn, "channels_last": self.channels_last, "fuse_relu": fuse_relu}
+        self._engine = {"fold_bn": options.fold_bn, "channels_last": self.channels_last,
+                        "fuse_relu": options.fuse_relu}
+        compile = options.compile
         self._senders = _prefixes(cells, "sender", **self._engine)
         self._suffixes: dict[tuple[int, str], object] = {}
         for cell in cells:

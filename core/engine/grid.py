@@ -24,6 +24,7 @@ from core.data.datasets import ImageSet, load_dataset
 from core.device import autocast_for, resolve_device
 from core.engine.fused import Cell, FusedStitches, engine_network
 from core.engine.layers import Layer, layer_graph, list_layers, resolve_layer
+from core.engine.options import EngineOptions
 from core.engine.results import CONTROLS, MODES, GridConfig, GridResult, load_grid, summarize
 from core.engine.stitches import Stitch, make_stitch
 from core.errors import NotStitchable
@@ -117,7 +118,7 @@ def load_stitch(details: dict, blob: bytes) -> Stitch:
 
 def run_grid(config: GridConfig | dict, store=None, device: str | torch.device = "auto", progress=None,
              cancel=None, name: str | None = None, reuse: bool = True, memory_fraction: float = 0.45,
-             engine: dict | None = None) -> GridResult:
+             engine: EngineOptions | dict | None = None) -> GridResult:
     """Train and score a stitching grid; see the module docstring.
 
     Args:
@@ -132,7 +133,8 @@ def run_grid(config: GridConfig | dict, store=None, device: str | torch.device =
             and resume an unfinished one.
         memory_fraction: share of free GPU memory one fused chunk may use (smaller: more, smaller
             chunks; the results are the same). The job runner lowers it after an out-of-memory.
-        engine: speed options of :class:`core.engine.fused.FusedStitches` (``fold_bn``, ``compile``, ...).
+        engine: speed options, an :class:`core.engine.options.EngineOptions` or a dict of its fields
+            (``fold_bn``, ``autotune``, ...); they change no result beyond float rounding.
 
     Example::
 
@@ -146,7 +148,7 @@ def run_grid(config: GridConfig | dict, store=None, device: str | torch.device =
 
 def run_grids(configs: list[GridConfig | dict], store=None, device: str | torch.device = "auto", progress=None,
               cancel=None, names: list[str | None] | None = None, reuse: bool = True, memory_fraction: float = 0.45,
-              engine: dict | None = None) -> list[GridResult]:
+              engine: EngineOptions | dict | None = None) -> list[GridResult]:
     """Several grids at once, e.g. a grid and its random controls: grids that train alike (same
     recipe, data and seed) share one pass over the data, one fused chunk plan, and each
     network's prefix pass. Each grid is still its own run in the store. Arguments as :func:`run_grid`."""
@@ -163,7 +165,7 @@ def run_grids(configs: list[GridConfig | dict], store=None, device: str | torch.
     for g, members in enumerate(groups.values()):
         report = Reporter(progress, start, g / len(groups), (g + 1) / len(groups))
         jobs = [_GridJob(configs[k], names[k]) for k in members]
-        _run_group(jobs, store, device, report, cancel, reuse, memory_fraction, engine or {})
+        _run_group(jobs, store, device, report, cancel, reuse, memory_fraction, EngineOptions.coerce(engine))
         for k, job in zip(members, jobs):
             results[k] = job.result
     return results
@@ -259,7 +261,7 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
 def _compute_group(config, active, store, device, report, cancel, memory_fraction, engine, test) -> None:
     test_dev = test.to(device)
     batch = _eval_batch(device)
-    layout = (engine.get("fold_bn", True), engine.get("channels_last") is not False)
+    layout = (engine.fold_bn, engine.channels_last is not False)
     networks = list({id(net): net for job in active for net in (job.sender, job.receiver, job.real_receiver)}.values())
 
     def score(n, net):
@@ -297,7 +299,7 @@ def _compute_group(config, active, store, device, report, cancel, memory_fractio
         fit_chunks = _plan_chunks(pending, device, batch, False, memory_fraction)
         share = _SHARES["lstsq+train"]["lstsq"]
         for n, fit_chunk in enumerate(fit_chunks):
-            _fit_chunk(config, FusedStitches(fit_chunk, device, **engine), train, device,
+            _fit_chunk(config, FusedStitches(fit_chunk, device, engine), train, device,
                        body.span(share * n / len(fit_chunks), share * (n + 1) / len(fit_chunks)), cancel)
         body, fitted = body.span(share, 1.0), True
     for n, chunk in enumerate(todo):
@@ -326,9 +328,9 @@ def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> 
 
 
 def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: ImageSet, device, report: Reporter,
-               cancel, engine: dict | None = None, fitted: bool = False):
+               cancel, engine: EngineOptions | None = None, fitted: bool = False):
     """Fit (unless ``fitted`` already), train and score one chunk of cells in one fused pass each."""
-    fused = FusedStitches(chunk, device, **(engine or {}))
+    fused = FusedStitches(chunk, device, engine)
     fit = config.mode in ("lstsq", "lstsq+train") and not fitted
     trains = config.mode in ("train", "lstsq+train")
     shares = dict(_SHARES[config.mode])
