@@ -141,3 +141,13 @@ def test_a_name_is_checked_and_fingerprinted_without_loading_torch_models(tmp_pa
     assert fingerprint(f"file:{path}@random:1") == first
     path.write_bytes(b"other bytes")
     assert fingerprint(f"file:{path}") != first
+
+
+def test_an_upload_keeps_its_layers_so_the_dashboard_lists_them_without_loading_it(monkeypatch):
+    from core.models import catalog, network
+    from core.models.uploads import save_upload
+
+    weights = zoo.manifest_path().parent / zoo.zoo_entry("resnet_1111-s1")["file"]
+    name = save_upload(weights.read_bytes(), "mine.safetensors", "layers-test", like="zoo/resnet_1111-s0")
+    monkeypatch.setattr(network, "_cached_model", lambda *a: pytest.fail("the upload was loaded to list its layers"))
+    assert catalog.layers_of(name) == catalog.layers_of("zoo/resnet_1111-s0")

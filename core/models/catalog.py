@@ -33,14 +33,32 @@ def layers_of(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
 @functools.lru_cache(maxsize=64)
 def _layers_of(name: str, fingerprint: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     model = sources.parse(name)
+    entry = {}
     if model.source in ("zoo/", "paper/"):  # a random copy has its trained model's layers
         entry = zoo.zoo_entry(model.key, None if model.source == "zoo/" else paths.home() / "zoo-paper")
-        if "layers" in entry:
-            return tuple((layer["name"], tuple(layer["shape"])) for layer in entry["layers"])
+    elif model.source == "file:":
+        entry = _safetensors_metadata(model.key)
+    if "layers" in entry:
+        return tuple((layer["name"], tuple(layer["shape"])) for layer in entry["layers"])
     from core.engine.layers import list_layers
     from core.models.network import cached_model
 
     return tuple((layer.name, layer.shape) for layer in list_layers(cached_model(name, "cpu")))
+
+
+def _safetensors_metadata(path: str) -> dict:
+    """StitchLab's metadata of a safetensors file, read from its header (no torch): an 8-byte
+    little-endian length, then JSON whose ``__metadata__`` holds ours as a JSON string."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(size, 10_000_000)))
+        return json.loads(header.get("__metadata__", {}).get("stitchlab", "{}"))
+    except (OSError, ValueError, struct.error):
+        return {}  # not ours, or unreadable: the caller loads the model, which says what is wrong
 
 
 def zoo_table() -> list[dict]:

@@ -81,6 +81,11 @@ def save_upload(data: bytes, filename: str, name: str, config: dict | None = Non
     meta.setdefault("input_shape", list(shape))
     meta["num_classes"] = int(logits.shape[-1])
     meta["uploaded_as"] = Path(filename).name
+    from core.engine.layers import list_layers
+
+    # Its layers, as the zoo's manifest records them: the dashboard lists them without loading it.
+    meta["layers"] = [{"name": lay.name, "shape": list(lay.shape), "kind": lay.kind}
+                      for lay in list_layers(module, shape)]
     target = uploads_dir() / f"{safe}.safetensors"
     save_checkpoint(module, target, meta, dtype=torch.float32)
     return f"file:{target}"
