@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.models import catalog
+from core.models import catalog, sources
 from core.models.uploads import save_upload
 
 st.title("Models")
@@ -24,7 +24,7 @@ st.subheader("Add your own checkpoint")
 st.caption("A `.safetensors` file, or a `torch.save(model.state_dict())` file, of one of the zoo's architectures. "
            "Files are opened as data only (weights-only loading): a file that would run code is refused.")
 upload = st.file_uploader("Checkpoint", type=["safetensors", "pt", "pth", "bin"], key="models_upload")
-zoo_names = [n for n in names if n.startswith("zoo/")]
+zoo_names = [n for n in names if sources.parse(n).source == "zoo/"]
 like = st.selectbox("Architecture (the zoo model it was trained like)", ["as recorded in the file"] + zoo_names,
                     key="models_like")
 label = st.text_input("Name", value=upload.name.rsplit(".", 1)[0] if upload else "", key="models_name")

@@ -103,18 +103,22 @@ def test_store_reuses_and_resumes(store):
     assert load_grid(store, first.run_id).matrix() == first.matrix()
 
 
-def test_progress_and_cancel(store):
-    events = []
+def test_progress_and_cancel(store, monkeypatch):
+    events, steps = [], []
     config = {**PAIR, "sender_layers": ["stem"], "receiver_layers": ["layer1.0", "layer3.0"], "train_limit": 2000,
               "eval_limit": 200, "batch_size": 64}
+    step = grid_module.FusedStitches._train_step
+    monkeypatch.setattr(grid_module.FusedStitches, "_train_step", lambda *a, **k: (steps.append(1), step(*a, **k))[1])
 
-    def cancel():
-        return any(e.stage == "train" for e in events)
+    def cancel():  # pressed during the third training step
+        return len(steps) >= 3
 
     with pytest.raises(Cancelled):
         run_grid(config, store=store, device="cpu", progress=events.append, cancel=cancel)
+    assert len(steps) == 3  # no step started after the flag: the latency is the step in flight
     assert store.list_runs()[0]["status"] == "cancelled"
     events.clear()
+    monkeypatch.setattr(grid_module.FusedStitches, "_train_step", step)
     result = run_grid(config, store=store, device="cpu", progress=events.append)
     fractions = [e.fraction for e in events]
     assert fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)

@@ -59,7 +59,8 @@ def _model_options() -> list[str]:
         if not value or value in names:
             continue
         try:
-            model = sources.check(value, allowed_files=[n for n in names if n.startswith("file:")])
+            uploads = [n for n in names if sources.parse(n).source == "file:"]
+            model = sources.check(value, allowed_files=uploads)
             if model.source == "torchvision/":
                 raise ValueError("torchvision models run from the CLI or a notebook (python -m core grid "
                                  f"{model.base} ...); the dashboard offers the zoo, paper/ models and uploads")

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from core import paths
 from core.engine.results import CONTROLS, MODES, REGIONS, GridConfig, depth_region, relative_depth
 from core.errors import Cancelled
-from core.models import zoo
+from core.models import sources, zoo
 from core.progress import Status, check_cancel
 from core.runs.sweep_tracking import Entry, Tracker, commit_grid, record_failure
 
@@ -77,7 +77,7 @@ def expand_models(patterns: str | list[str]) -> list[str]:
         raise ValueError("no model pattern given; pass e.g. 'zoo/resnet_*-s0' (python -m core models lists them)")
     registry, out = _registry(), []
     for pattern in patterns:
-        literal = not (_GLOB & set(pattern)) and not pattern.startswith(("zoo/", "paper/"))
+        literal = not (_GLOB & set(pattern)) and sources.parse(pattern).source not in ("zoo/", "paper/")
         matched = [pattern] if literal else [n for n in registry if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
             raise ValueError(f"model pattern {pattern!r} matches no model; known: {', '.join(registry) or 'none'} "
