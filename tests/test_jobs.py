@@ -189,3 +189,62 @@ def test_a_status_check_at_the_wrong_moment_does_not_send_the_worker_away(tmp_pa
     finally:
         probe.close()
     assert jobs.get(store, job)["status"] == "done"
+
+
+def test_a_job_whose_worker_died_is_served_again_when_followed_without_a_new_submission(tmp_path):
+    """SIGKILL the worker mid-job; following the job (the page's progress panel, or a second
+    click on Run) recovers it and starts a worker: nothing else needs submitting."""
+    db = tmp_path / "dead.sqlite3"
+    store = Store(db)
+    job = _queue_grid(store)
+    proc = _worker_process(db)
+    try:
+        deadline = time.monotonic() + 120
+        while jobs.get(store, job)["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert jobs.get(store, job)["status"] == "running" and jobs.worker_pid(db) is None  # left as it died
+    assert runs.submit(store, "grid", [GRID], "cpu").following == [job]  # a second click follows it ...
+    pid = jobs.ensure_worker(db)  # ... and what following does brings it back
+    try:
+        assert _wait(store, [job]) == ["done"]
+        assert jobs.get(store, job)["attempts"] == 2
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_a_job_that_keeps_killing_its_worker_is_failed_and_the_queue_moves_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("STITCHLAB_JOB_ATTEMPTS", "3")
+    store = Store(tmp_path / "oom.sqlite3")
+    killer = jobs.submit(store, "echo", [{"kills": "its worker"}], ["killer"]).job_id
+    behind = jobs.submit(store, "echo", [{"steps": 1}], ["behind"]).job_id
+    for attempt in range(3):  # each time a worker claims it, then dies (another worker finds it so)
+        assert jobs._claim(store)["id"] == killer
+        assert jobs.recover(store, serving_pid=2**22 + attempt) == [killer]
+    failed = jobs.get(store, killer)
+    assert failed["status"] == "failed" and "3 times" in failed["message"]
+    assert jobs._claim(store)["id"] == behind
+
+
+def test_a_recycled_pid_does_not_keep_a_dead_workers_job_running(tmp_path):
+    """The job's worker pid is alive (here: this very process) but no worker holds the lock: the
+    pid was reused, the job is an orphan."""
+    store = Store(tmp_path / "pid.sqlite3")
+    job = jobs.submit(store, "echo", [{}], ["one"]).job_id
+    jobs._claim(store)
+    assert jobs.get(store, job)["worker_pid"] == os.getpid() and jobs.worker_pid(store.path) is None
+    assert jobs.recover(store) == [job] and jobs.get(store, job)["status"] == "queued"
+
+
+def test_a_frozen_workers_job_is_failed_with_the_reason(tmp_path):
+    store = Store(tmp_path / "frozen.sqlite3")
+    job = jobs.submit(store, "echo", [{}], ["one"]).job_id
+    jobs._claim(store)
+    with store.transaction() as conn:
+        conn.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time() - 600, job))
+    assert jobs.recover(store, serving_pid=os.getpid()) == [job]
+    assert "no heartbeat for 600 s" in jobs.get(store, job)["message"]

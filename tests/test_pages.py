@@ -94,6 +94,27 @@ def test_attributions_page_offers_the_stored_cells(app, stored):
     assert app.get("image"), "no attribution figure"  # st.pyplot draws an image
 
 
+def test_a_followed_job_whose_worker_died_gets_a_worker_again(app, stored, monkeypatch):
+    """The job is 'running' under a worker that is gone (no one holds the lock): the page's
+    progress panel starts a worker (which recovers the job) without any new submission."""
+    db, _ = stored
+    started = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda db: started.append(db) or 0)
+    app.multiselect(key="s_layers").set_value(["layer2.0"])
+    app.multiselect(key="r_layers").set_value(["layer2.0"]).run()
+    app.button[0].click().run()  # Run: queued (and a worker asked for)
+    (job,) = jobs.list_jobs(Store(db), active_only=True)
+    with Store(db).transaction() as conn:  # a worker claimed it, then died
+        conn.execute("UPDATE jobs SET status = 'running', worker_pid = 4194000 WHERE id = ?", (job["id"],))
+    started.clear()
+    app.run()
+    _no_trouble(app)
+    assert started, "the page followed a dead worker's job without starting a worker"
+    jobs.cancel(Store(db), job["id"])
+    with Store(db).transaction() as conn:
+        conn.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (job["id"],))
+
+
 def test_run_button_queues_a_job_and_the_page_follows_it(app, stored):
     db, _ = stored
     app.radio(key="recipe").set_value("Standard (least squares + 1 epoch)")

@@ -26,7 +26,7 @@ def submit(kind: str, configs: list[dict], device: str) -> bool:
     except QueueFull as exc:
         st.error(str(exc))
         return False
-    if queued.job_id is not None:
+    if queued.job_ids:  # also when following: a job whose worker died is recovered and served again
         jobs.ensure_worker(store().path)
     for job_id in queued.job_ids:
         watch(job_id)
@@ -72,6 +72,8 @@ def progress_panel() -> None:
         except KeyError:
             continue
         (still if job["status"] in Status.active() else finished).append(job)
+    if still and jobs.worker_pid(store().path) is None:  # its worker died: recover the job, start another
+        jobs.ensure_worker(store().path)
     for job in still:
         _job_status(job)
     if finished:

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -35,8 +36,8 @@ from core.errors import Cancelled, QueueFull
 from core.progress import Progress, Status
 from core.runs.store import Store
 
-__all__ = ["submit", "get", "cancel", "list_jobs", "run_worker", "ensure_worker", "worker_pid", "QueueFull",
-           "Queued", "max_queue", "ACTIVE"]
+__all__ = ["submit", "get", "cancel", "list_jobs", "run_worker", "ensure_worker", "worker_pid", "recover", "QueueFull",
+           "Queued", "max_queue", "max_attempts", "ACTIVE"]
 
 ACTIVE = Status.active()
 _PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for a live bar, cheap for SQLite
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel INTEGER NOT NULL DEFAULT 0,
     worker_pid INTEGER,
     heartbeat REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     started REAL,
     finished REAL
@@ -77,8 +79,22 @@ def _tables(store: Store) -> Store:
     """The store, with the queue's tables created (once per store file and process)."""
     if str(store.path) not in _READY:
         store.add_tables(_SCHEMA)
+        with store.transaction() as conn:  # a queue made before jobs counted their attempts
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if "attempts" not in columns:
+                conn.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
         _READY.add(str(store.path))
     return store
+
+
+def max_attempts() -> int:
+    """How many workers a job may take down before it is failed (``STITCHLAB_JOB_ATTEMPTS``,
+    default 3): a job that kills its worker (out of memory) must not block the queue for ever."""
+    return max(1, int(os.environ.get("STITCHLAB_JOB_ATTEMPTS", "3")))
+
+
+_HEARTBEAT_EVERY = 5.0  # seconds between a running job's heartbeats (a thread of the worker)
+_STALE_AFTER = 120.0  # a running job without a heartbeat for this long has a frozen worker
 
 
 def max_queue() -> int:
@@ -200,27 +216,36 @@ class _JobContext:
         return self._cancelled
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def recover(store: Store, serving_pid: int | None = None) -> list[int]:
+    """Jobs left ``running`` by a worker that is gone go back to the queue, or fail after
+    :func:`max_attempts` workers died on them; returns their ids.
 
-
-def _requeue_orphans(store: Store) -> int:
-    """Jobs left 'running' by a worker that died go back to the queue (they resume from the store)."""
-    with store.transaction() as conn:
-        rows = conn.execute("SELECT id, worker_pid FROM jobs WHERE status = 'running'").fetchall()
-        orphans = [r["id"] for r in rows if r["worker_pid"] != os.getpid() and not _pid_alive(r["worker_pid"])]
-        for job_id in orphans:
-            conn.execute("UPDATE jobs SET status = 'queued', worker_pid = NULL, "
-                         "message = 'the worker stopped; resuming from the stored cells' WHERE id = ?", (job_id,))
-    return len(orphans)
+    A worker is alive while it holds the store's lock file (the kernel drops the lock of a
+    process that dies, however it dies, so a recycled pid cannot pass for it). ``serving_pid``:
+    the worker calling this (it holds the lock; any other pid's running job is an orphan).
+    A running job whose live worker sent no heartbeat for two minutes is failed (a frozen worker)."""
+    holder = serving_pid or worker_pid(store.path)
+    now, moved = time.time(), []
+    with _tables(store).transaction() as conn:
+        for row in conn.execute("SELECT id, worker_pid, heartbeat, attempts FROM jobs WHERE status = 'running'"):
+            mine = holder is not None and row["worker_pid"] == holder
+            if mine and now - (row["heartbeat"] or now) < _STALE_AFTER:
+                continue
+            if mine:
+                why = (f"the worker (pid {holder}) sent no heartbeat for {now - row['heartbeat']:.0f} s; restart the "
+                       f"app (or end that process) and run it again")
+                conn.execute("UPDATE jobs SET status = 'failed', message = ?, finished = ? WHERE id = ?",
+                             (why, now, row["id"]))
+            elif row["attempts"] >= max_attempts():
+                why = (f"the worker stopped while running this job {row['attempts']} times (killed, or out of "
+                       f"memory?); it is not tried again: fewer layers or images may fit")
+                conn.execute("UPDATE jobs SET status = 'failed', message = ?, finished = ? WHERE id = ?",
+                             (why, now, row["id"]))
+            else:
+                conn.execute("UPDATE jobs SET status = 'queued', worker_pid = NULL, message = 'the worker stopped; "
+                             "resuming from the stored results' WHERE id = ?", (row["id"],))
+            moved.append(row["id"])
+    return moved
 
 
 def _claim(store: Store) -> dict | None:
@@ -229,7 +254,8 @@ def _claim(store: Store) -> dict | None:
         if row is None:
             return None
         conn.execute("UPDATE jobs SET status = 'running', worker_pid = ?, started = ?, heartbeat = ?, "
-                     "message = 'starting' WHERE id = ?", (os.getpid(), time.time(), time.time(), row["id"]))
+                     "attempts = attempts + 1, message = 'starting' WHERE id = ?",
+                     (os.getpid(), time.time(), time.time(), row["id"]))
     job = dict(row)
     job["params"] = json.loads(job["params"])
     return job
@@ -274,7 +300,7 @@ def run_worker(execute: Execute, db: str | os.PathLike | None = None, poll: floa
     lock.flush()
     done, idle_since = 0, time.monotonic()
     try:
-        _requeue_orphans(store)
+        recover(store, serving_pid=os.getpid())
         while max_jobs is None or done < max_jobs:
             job = _claim(store)
             if job is None:
@@ -291,8 +317,21 @@ def run_worker(execute: Execute, db: str | os.PathLike | None = None, poll: floa
     return done
 
 
+def _heartbeat(store: Store, job_id: int, stop: threading.Event) -> None:
+    """Tell the queue this worker is alive while a job runs, also through a long silent step."""
+    while not stop.wait(_HEARTBEAT_EVERY):
+        try:
+            with store.transaction() as conn:
+                conn.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (time.time(), job_id))
+        except Exception:  # noqa: BLE001 - a busy or full disk: the job's own writes will say so
+            pass
+
+
 def _run_one(store: Store, job: dict, execute: Execute) -> None:
     ctx = _JobContext(store, job["id"])
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(store, job["id"], stop), daemon=True)
+    beat.start()
     try:
         options = dict(job["params"])
         configs = options.pop("configs")
@@ -303,6 +342,9 @@ def _run_one(store: Store, job: dict, execute: Execute) -> None:
     except Exception as exc:  # one job's failure must not take the worker (or the app) down
         message = " ".join(str(exc).split()) or type(exc).__name__
         _finish(store, job["id"], Status.FAILED, message, error=traceback.format_exc(limit=8))
+    finally:
+        stop.set()
+        beat.join()
 
 
 def _lock_path(db_path: Path) -> Path:
@@ -326,16 +368,20 @@ def worker_pid(db: str | os.PathLike | None = None) -> int | None:
 
 
 def ensure_worker(db: str | os.PathLike | None = None) -> int:
-    """Start the store's worker process unless one is alive; returns its pid.
+    """Start the store's worker process unless one is alive; returns its pid. Jobs a dead worker
+    left ``running`` are recovered first (:func:`recover`), so following a job is enough to get
+    it going again: no new submission is needed.
 
     The worker runs ``python -m core worker`` in its own session, so it outlives a browser tab
     and Streamlit's reruns; it exits after ten idle minutes and is started again on demand.
     """
     db_path = Path(db or paths.default_db()).expanduser()
-    _tables(Store(db_path))  # create or validate the store before a worker touches it
+    store = _tables(Store(db_path))  # create or validate the store before a worker touches it
     pid = worker_pid(db_path)
     if pid:
+        recover(store)  # only a frozen worker's job (its heartbeat stale) is touched
         return pid
+    recover(store)
     log = open(paths.home() / "worker.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "core", "worker", "--db", str(db_path)],
                             cwd=str(paths.PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
