@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -75,16 +74,8 @@ def main(argv=None) -> dict:
     home = Path(tempfile.mkdtemp(prefix="stitchlab-bench-cancel-"))
     os.environ["STITCHLAB_HOME"] = str(home)
     store = Store(home / "cancel.sqlite3")
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            runs.serve(store.path, poll=0.01, idle_exit=0.5)
-
-    worker = threading.Thread(target=serve, daemon=True)
-    worker.start()
     figures = {}
-    try:
+    with runs.serving(store.path, poll=0.01, idle_exit=0.5):
         for phase in args.phases.split(","):
             kind, settings, says = PHASES[phase]
             seconds, messages = [], []
@@ -96,9 +87,6 @@ def main(argv=None) -> dict:
                 messages.append(message)
             figures[phase] = {"seconds": seconds, "median_s": statistics.median(seconds), "at": messages}
             print(phase, figures[phase], flush=True)
-    finally:
-        stop.set()
-        worker.join(timeout=30)
     return emit("cancel_latency", torch.device("cpu"), pair=f"{SENDER} -> {RECEIVER}", phases=figures)
 
 

@@ -32,23 +32,12 @@ def r1111_pair():
 @pytest.fixture
 def worker(tmp_path):
     """A store served by a worker thread (the same code the worker process runs)."""
-    import threading
-
     from core import runs
     from core.runs.store import Store
 
     store = Store(tmp_path / "jobs.sqlite3")
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            runs.serve(store.path, poll=0.02, idle_exit=0.2)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield store
-    stop.set()
-    thread.join(timeout=30)
+    with runs.serving(store.path):
+        yield store
 
 
 @pytest.fixture

@@ -122,25 +122,31 @@ def _worker_process(db):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_worker_killed_mid_grid_loses_nothing_and_resumes_to_the_same_grid(tmp_path, monkeypatch):
-    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one stitch per fused chunk: cells land one by one
-    killed_db, clean_db = tmp_path / "killed.sqlite3", tmp_path / "clean.sqlite3"
-    store = Store(killed_db)
-    job = _queue_grid(store)
-    proc = _worker_process(killed_db)
+def _kill_worker_once(db, ready, timeout=300) -> None:
+    """Start a worker process on ``db`` and SIGKILL it as soon as ``ready()`` holds."""
+    proc = _worker_process(db)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill once some, but not all, cells are stored
-            with sqlite3.connect(killed_db) as conn:
-                n = conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-            if n >= 3:
-                break
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _stored_cells(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+
+
+def test_worker_killed_mid_grid_loses_nothing_and_resumes_to_the_same_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("STITCHLAB_CPU_CHUNK_MB", "1")  # one stitch per fused chunk: cells land one by one
+    killed_db, clean_db = tmp_path / "killed.sqlite3", tmp_path / "clean.sqlite3"
+    store = Store(killed_db)
+    job = _queue_grid(store)
+    _kill_worker_once(killed_db, lambda: _stored_cells(killed_db) >= 3)  # some, but not all, cells stored
     run_id = jobs.get(store, job)["run_id"]
     before = {(c["sender_layer"], c["receiver_layer"]): c["accuracy"] for c in store.cells(run_id)}
     assert 3 <= len(before) < 9, len(before)
@@ -197,16 +203,7 @@ def test_a_job_whose_worker_died_is_served_again_when_followed_without_a_new_sub
     db = tmp_path / "dead.sqlite3"
     store = Store(db)
     job = _queue_grid(store)
-    proc = _worker_process(db)
-    try:
-        deadline = time.monotonic() + 120
-        while jobs.get(store, job)["status"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_worker_once(db, lambda: jobs.get(store, job)["status"] == "running")
     assert jobs.get(store, job)["status"] == "running" and jobs.worker_pid(db) is None  # left as it died
     assert runs.submit(store, "grid", [GRID], "cpu").following == [job]  # a second click follows it ...
     pid = jobs.ensure_worker(db)  # ... and what following does brings it back

@@ -26,8 +26,9 @@ from .service import (
                       load,
                       register,
                       serve,
+                      serving,
                       submit,
 )
 
 __all__ = ["DEVICE_TYPES", "KINDS", "Kind", "execute", "find", "identity", "identity_key", "kind_of", "load",
-           "register", "serve", "submit"]
+           "register", "serve", "serving", "submit"]

@@ -15,7 +15,9 @@ calls that); adding a computation means adding a :class:`Kind` here, nothing in 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from core.progress import CancelCheck, ProgressCallback, Status
@@ -23,7 +25,7 @@ from core.runs import jobs
 from core.runs.store import Store, config_hash
 
 __all__ = ["Kind", "KINDS", "DEVICE_TYPES", "kind_of", "register", "identity", "identity_key", "find", "submit",
-           "load", "execute", "serve"]
+           "load", "execute", "serve", "serving"]
 
 DEVICE_TYPES = ("cpu", "cuda")  # what "auto" may resolve to in the worker
 
@@ -112,6 +114,25 @@ def execute(store: Store, kind: str, configs: list[dict], options: dict, progres
 def serve(db=None, **options) -> int:
     """Be the store's job worker (``python -m core worker``); see :func:`core.runs.jobs.run_worker`."""
     return jobs.run_worker(execute, db, **options)
+
+
+@contextmanager
+def serving(db, poll: float = 0.02, idle_exit: float = 0.2):
+    """Serve the store's queue from a thread of this process while the block runs: a notebook, a
+    test or a benchmark that wants the worker's code path without a worker process."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            serve(db, poll=poll, idle_exit=idle_exit)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def load(store: Store, run_id: str):
