@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from core.errors import DeviceUnavailable
+
 __all__ = ["main"]
 
 
@@ -402,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            # The engine's neutral words for a missing GPU, in this command line's terms.
+            message = str(message).replace(DeviceUnavailable.FIX, "use --device cpu or auto")
             print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
             return 2
         raise

@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from core.errors import DeviceUnavailable
+
 __all__ = ["resolve_device", "autocast_for"]
 
 
@@ -16,7 +18,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available here; use --device cpu or auto")
+        # Neutral words: the job worker shows this in the dashboard, where there is no --device flag.
+        raise DeviceUnavailable(f"device {str(device)!r} was asked for but no CUDA GPU is available here: "
+                                f"{DeviceUnavailable.FIX}")
     return device
 
 

@@ -7,8 +7,8 @@ An error's message says what was wrong and how to fix it; it is shown to the use
 
 from __future__ import annotations
 
-__all__ = ["Cancelled", "CheckpointError", "LstsqTooLarge", "NotStitchable", "QueueFull", "StoreError",
-           "UntraceableError", "ZooError"]
+__all__ = ["Cancelled", "CheckpointError", "DeviceUnavailable", "LstsqTooLarge", "NotStitchable", "QueueFull",
+           "StoreError", "UntraceableError", "ZooError"]
 
 
 class Cancelled(Exception):
@@ -17,6 +17,13 @@ class Cancelled(Exception):
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the reason and what to do instead."""
+
+
+class DeviceUnavailable(ValueError):
+    """A device this machine does not have. The message ends with :attr:`FIX`, in words that fit
+    anywhere; the CLI and the dashboard replace it with how *their* user picks the device."""
+
+    FIX = "choose the cpu or auto device"
 
 
 class LstsqTooLarge(ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -40,62 +41,90 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+def read_checkpoint(path: str | os.PathLike, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Return ``(state_dict, stitchlab_metadata_or_None)`` from a safetensors or torch file.
 
-    Raises :class:`CheckpointError` for a missing, oversized, truncated or non-weights file.
+    ``name`` is what error messages call the file (default: its file name; an upload passes the
+    name it was uploaded as). Raises :class:`CheckpointError` for a missing, oversized, truncated
+    or non-weights file, in one line that says what to upload instead.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    name = name or path.name
     size = path.stat().st_size
     limit = max_upload_bytes()
     if size > limit:
-        raise CheckpointError(f"checkpoint {path.name} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit "
+        raise CheckpointError(f"checkpoint {name} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit "
                               f"(raise STITCHLAB_MAX_CHECKPOINT_MB to allow it)")
     if size == 0:
-        raise CheckpointError(f"checkpoint {path.name} is empty")
+        raise CheckpointError(f"checkpoint {name} is empty")
     if _is_safetensors(path):
-        return _read_safetensors(path)
-    return _read_torch(path), None
+        return _read_safetensors(path, name)
+    return _read_torch(path, name), None
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+def _read_safetensors(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict | None]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path.name} looks like safetensors but cannot be read ({exc}); "
-                              f"is the file truncated? Save it again with safetensors.torch.save_file") from None
+    except (SafetensorError, OSError, ValueError):
+        # The library's reason (HeaderTooLarge, MetadataIncompleteBuffer, ...) names its internals, not a fix.
+        raise CheckpointError(f"{name} looks like a safetensors file but cannot be read: it is truncated or "
+                              f"damaged. Save it again with safetensors.torch.save_file and upload that") from None
     meta = None
     if METADATA_KEY in metadata:
         try:
             meta = json.loads(metadata[METADATA_KEY])
         except json.JSONDecodeError:
-            raise CheckpointError(f"{path.name} has unreadable StitchLab metadata") from None
+            raise CheckpointError(f"{name} has unreadable StitchLab metadata; save it again with "
+                                  f"safetensors.torch.save_file and pick its architecture when uploading") from None
     return tensors, meta
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+# torch.save's two formats: a zip archive (since torch 1.6) and, before it, a pickle led by this magic number.
+_TORCH_ZIP_MAGIC = b"PK\x03\x04"
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+# The one useful fact in torch's long weights-only refusal: which Python object the file wanted to build.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]{1,200})")
+
+
+def _read_torch(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path.name} was refused: it holds objects other than tensors, and StitchLab only opens "
-            f"weights-only checkpoints ({first}). Save the model's state_dict() instead") from None
     except Exception as exc:  # torch.load fails on foreign bytes in many ways (EOFError, IndexError, ...)
-        raise CheckpointError(f"{path.name} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
-                              f"upload a .safetensors file or a torch.save(model.state_dict()) file") from None
+        raise _torch_load_error(path, name, exc) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name} does not hold a state dict (a mapping of names to tensors); "
+        raise CheckpointError(f"{name} does not hold a state dict (a mapping of names to tensors); "
                               f"save it with torch.save(model.state_dict(), PATH)")
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def _torch_load_error(path: Path, name: str, exc: Exception) -> CheckpointError:
+    """One line for a file ``torch.load(weights_only=True)`` refused. torch's own text is many lines
+    with ANSI codes and advice to load unsafely; Python's (``pop from empty list``) says nothing."""
+    wanted = _UNSUPPORTED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if wanted:
+        return CheckpointError(
+            f"{name} was refused: it holds a pickled {wanted.group(1)} object, not only tensors (a whole model "
+            f"saved with torch.save(model)?), and StitchLab only opens weights-only checkpoints. Save the "
+            f"weights with torch.save(model.state_dict(), PATH) and upload that file")
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_MAGIC))
+    if head.startswith(_TORCH_ZIP_MAGIC) or head == _TORCH_LEGACY_MAGIC:
+        return CheckpointError(f"{name} looks like a torch.save file but cannot be read: it is truncated or damaged. "
+                               f"Save it again with torch.save(model.state_dict(), PATH) and upload that")
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle.dump's header
+        return CheckpointError(f"{name} is a plain Python pickle, not a torch.save file of tensors, and StitchLab only "
+                               f"opens weights-only checkpoints. Save the weights with "
+                               f"torch.save(model.state_dict(), PATH) and upload that file")
+    return CheckpointError(f"{name} is not a readable checkpoint (neither a safetensors file nor a torch.save "
+                           f"file); upload a .safetensors file or a torch.save(model.state_dict()) file")
 
 
 def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
