@@ -7,6 +7,7 @@ stores them as JSON (:meth:`Attribution.to_json`); the dashboard reads them back
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,9 @@ METHODS = ("ig", "saliency", "gradientshap", "occlusion", "gradcam")
 METHOD_LABELS = {"ig": "Integrated Gradients", "saliency": "Saliency", "gradientshap": "GradientShap",
                  "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
 SIGNED = {"ig": True, "saliency": False, "gradientshap": True, "occlusion": True, "gradcam": False}
+SHOWN_WIDTH = 820  # px: st.pyplot stretches a figure to the page's main area, this wide in a 1280-px window
+_DPI = 100
+_TITLE_PT, _TICK_PT, _SUPTITLE_PT = 9, 8, 11  # at _DPI, shown SHOWN_WIDTH wide: 12.5, 11 and 15 px
 
 
 @dataclass
@@ -61,34 +65,67 @@ class Attribution:
                    data["name"], data["layer"], None if data["delta"] is None else np.asarray(data["delta"]))
 
 
-def attribution_figure(image, results: dict[str, Attribution], classes=None, true_label=None, index: int = 0):
+def _shown_name(key: str, result: Attribution, results: dict[str, Attribution]) -> str:
+    """A network's name for its panel. A stitched network's ``sender:layer → receiver:layer`` (see
+    :class:`core.engine.stitched.StitchedClassifier`) says ``sender``/``receiver`` instead of the
+    networks' names, which their own panels show."""
+    parts = result.name.split(" → ")
+    if key == "sender" or len(parts) != 2:
+        return result.name
+    for side, other in enumerate(("sender", "receiver")):
+        prefix = f"{results[other].name}:" if other in results and results[other].name else None
+        if prefix and parts[side].startswith(prefix):
+            parts[side] = f"{other} {parts[side][len(prefix):]}"
+    return " → ".join(parts)
+
+
+def attribution_figure(image, results: dict[str, Attribution], classes=None, true_label=None, index: int = 0,
+                       width: int = SHOWN_WIDTH):
     """A matplotlib Figure (no pyplot): the input image (``(C, H, W)`` in [0, 1], a tensor or an
     array), then one panel per attribution, titled with the network's name, predicted class and
-    probability, with a colour bar."""
+    probability, with a colour bar.
+
+    ``width``: the width in px the figure is shown at (``st.pyplot`` stretches it to the page's main
+    area, ``SHOWN_WIDTH`` in a 1280-px window). The figure is that many px wide at 100 dpi, so its
+    type shows at its size (titles 12.5 px), and each title wraps to its panel's width.
+    """
     from matplotlib.figure import Figure
 
     def class_name(k: int) -> str:
         return classes[k] if classes is not None and 0 <= k < len(classes) else f"class {k}"
 
+    panels = 1 + len(results)
+    # Characters a title line may hold: its panel's width over a glyph's (0.6 em), less a margin.
+    chars = max(8, int((width / panels - 12) / (0.6 * _TITLE_PT * _DPI / 72)))
+
+    def wrap(*parts: str) -> str:
+        return "\n".join(line for part in parts for line in textwrap.wrap(part, chars, break_on_hyphens=False))
+
     picture = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
     picture = picture.mean(0) if picture.shape[0] != 3 else picture.transpose(1, 2, 0)  # (H, W) or (H, W, 3)
     gray = picture.mean(-1) if picture.ndim == 3 else picture
-    fig = Figure(figsize=(3.2 * (1 + len(results)), 3.6), dpi=100)
-    axes = fig.subplots(1, 1 + len(results), squeeze=False)[0]
-    axes[0].imshow(picture, cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("input" + (f": {class_name(int(true_label))}" if true_label is not None else ""), fontsize=9)
-    for ax, (key, result) in zip(axes[1:], results.items()):
+    titles = [wrap("input" + (f": {class_name(int(true_label))}" if true_label is not None else ""))]
+    for key, result in results.items():
         k = int(result.predictions[index])
+        name = _shown_name(key, result, results)
+        titles.append(wrap(*([key] if key not in name else []), name,
+                           f"{class_name(k)} ({result.probabilities[index, k]:.0%}) · target "
+                           f"{class_name(int(result.target[index]))}"))
+    lines = max(title.count("\n") + 1 for title in titles)
+    # Square maps about 80 % of a panel wide, the titles' lines above them and the suptitle on top.
+    height = 0.8 * width / panels + lines * 1.3 * _TITLE_PT * _DPI / 72 + 60
+    fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    axes[0].imshow(picture, cmap="gray", vmin=0, vmax=1)
+    for ax, result in zip(axes[1:], results.values()):
         ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
         shown = ax.imshow(result.display[index], cmap="bwr" if result.signed else "inferno",
                           vmin=-1 if result.signed else 0, vmax=1, alpha=0.65)
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-        title = f"{key}: {result.name}" if key not in result.name else result.name
-        ax.set_title(f"{title}\n{class_name(k)} ({result.probabilities[index, k]:.0%}) · target "
-                     f"{class_name(int(result.target[index]))}", fontsize=7, wrap=True)
-    for ax in axes:
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, ticks=[-1, 0, 1] if result.signed else [0, 0.5, 1])
+        bar.ax.tick_params(labelsize=_TICK_PT)
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=_TITLE_PT)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(METHOD_LABELS[next(iter(results.values())).method] if results else "", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(METHOD_LABELS[next(iter(results.values())).method] if results else "", fontsize=_SUPTITLE_PT)
     return fig
