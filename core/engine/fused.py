@@ -229,8 +229,10 @@ class FusedStitches:
                     if step % log_every == 0 or step == total_steps:
                         active, running = self._log(active, running, since, step)
                         since = 0
-                        if report:
-                            report("train", step / total_steps, f"training: step {step}/{total_steps}")
+                        if report:  # the loss so far, for the page's progress panel
+                            losses = [c.curve[-1][1] for c in active if c.curve]
+                            loss = f", mean loss {sum(losses) / len(losses):.3f}" if losses else ""
+                            report("train", step / total_steps, f"training: step {step}/{total_steps}{loss}")
                         if not active:
                             return
         finally:

@@ -31,6 +31,7 @@ from core.errors import NotStitchable
 from core.models.network import Network, cached_model
 from core.models.sources import random_name
 from core.progress import Reporter, Status, check_cancel
+from core.runs import reference_scores
 from core.runs.lifecycle import lifecycle
 
 __all__ = ["GridConfig", "GridResult", "run_grid", "run_grids", "load_grid", "MODES", "CONTROLS",
@@ -269,9 +270,14 @@ def _compute_group(config, active, store, device, report, cancel, memory_fractio
         # loaded model: 0.5 s of a warm 10 s Instant grid on two CPU cores, BENCHMARKS.md).
         report("reference", 0.01 * n / len(networks), f"scoring {net.name} on its own")
         key = (config.dataset, config.eval_limit, str(device), *layout)
-        if key not in net.scores:  # scored on the copy the fused passes use too
+        stored_key = _stored_score_key(net, config, device, layout) if store is not None else None
+        if key not in net.scores and stored_key is not None:  # scored by an earlier worker
+            net.scores[key] = reference_scores.get(store, stored_key)
+        if net.scores.get(key) is None:  # scored on the copy the fused passes use too
             copy = engine_network(net, fold_bn=layout[0], channels_last=layout[1])
             net.scores[key] = evaluate_network(copy, test_dev, device, batch, cancel=cancel)
+            if stored_key is not None:
+                reference_scores.put(store, stored_key, net.scores[key])
         return net.scores[key]
 
     scores = {id(net): score(n, net) for n, net in enumerate(networks)}
@@ -308,6 +314,13 @@ def _compute_group(config, active, store, device, report, cancel, memory_fractio
         for cell in chunk:
             if cell.key not in cell.owner.done:  # a resumed chunk recomputes its stored cells alike
                 _commit_cell(store, cell.owner.run_id, cell.owner.result, cell)
+
+
+def _stored_score_key(net, config, device, layout) -> dict | None:
+    try:
+        return reference_scores.key_of(net.name, config.dataset, config.eval_limit, device.type, layout)
+    except (ValueError, KeyError, OSError):  # a name without a fingerprint: kept in memory only
+        return None
 
 
 def _pairs(config: GridConfig, s_layers: list[Layer], r_layers: list[Layer]) -> list[tuple[Layer, Layer]]:

@@ -215,6 +215,16 @@ class Store:
                           json.dumps(details or {}, sort_keys=True), stitch, time.time()))
             conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
 
+    def put_cells(self, run_id: str, cells: list[tuple[str, str, str, float | None, dict | None]]) -> None:
+        """Commit many cells ``(sender_layer, receiver_layer, status, accuracy, details)`` in one
+        transaction (one disk sync instead of one a cell: results imported whole)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(run_id, i, j, status, accuracy, json.dumps(details or {}, sort_keys=True), None, now)
+                              for i, j, status, accuracy, details in cells])
+            conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (now, run_id))
+
     def cells(self, run_id: str, with_details: bool = True) -> list[dict]:
         columns = "sender_layer, receiver_layer, status, accuracy" + (", details" if with_details else "")
         with self.connect() as conn:
@@ -226,6 +236,12 @@ class Store:
                 d["details"] = json.loads(d["details"] or "{}")
             out.append(d)
         return out
+
+    def cell_counts(self, run_ids: list[str]) -> dict[str, int]:
+        """How many cells each of ``run_ids`` has stored (one query, for listings; none: absent)."""
+        with self.connect() as conn:
+            return dict(conn.execute(f"SELECT run_id, COUNT(*) FROM cells WHERE run_id IN "
+                                     f"({', '.join('?' * len(run_ids))}) GROUP BY run_id", run_ids).fetchall())
 
     def cell_stitch(self, run_id: str, sender_layer: str, receiver_layer: str) -> bytes | None:
         with self.connect() as conn:
