@@ -10,65 +10,28 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e_app import CHROMIUM, CHROMIUM_ARGS, served_app
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 # Streamlit scrolls inside its own container, so a tall window is what fits a page in a screenshot.
 VIEWPORT = {"width": 1500, "height": 2100}
 # Every picture the tests below save (the README shows some of them, copied to docs/screenshots).
 EXPECTED_SHOTS = ["stitching.png", "cell-details.png", "stitching-controls.png", "cka.png", "lesson.png",
                   "lesson-later-into-earlier.png", "models.png", "runs.png", "attributions.png"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)")
     home = tmp_path_factory.mktemp("e2e-home")
-    port = _free_port()
-    env = {**os.environ, "STITCHLAB_HOME": str(home), "STITCHLAB_DB": str(home / "e2e.sqlite3"),
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
-    yield f"http://127.0.0.1:{port}", home
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=20)
-    from core.runs import jobs
-
-    pid = jobs.worker_pid(home / "e2e.sqlite3")
-    if pid:
-        os.kill(pid, signal.SIGTERM)
+    with served_app(home, home / "e2e.sqlite3") as url:
+        yield url, home
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +64,13 @@ def _pick(page, label: str, option: str) -> None:
 
 def test_instant_grid_heatmap_and_cell_details(server, page):
     url, _ = server
-    page.goto(url + "/")  # open / first: a first request straight to a page URL shows legacy navigation
+    page.goto(url + "/")
     _ready(page, "Model stitching")
     _pick(page, "Sender", "zoo/resnet_1111-s0")
     _pick(page, "Receiver", "zoo/resnet_1111-s1")
+    # the first screen shows the bundled paper-recipe grid of the pair: ask for Instant on Quick images
+    page.get_by_text("Instant (least squares)", exact=True).click()
+    page.get_by_text("Quick: 2,000 training / 1,000 test images", exact=True).click()
     page.get_by_text("No grid stored for these settings yet").wait_for()
     page.get_by_role("button", name="Run").click()
     # The worker runs the grid; the page follows it and draws the heatmap when it is stored.
@@ -137,7 +103,7 @@ def test_controls_side_by_side(server, page):
 
 def _grid_stored(page, url: str, pair: str) -> None:
     """Run the pair's default grid unless an earlier test stored it already (so a test runs alone)."""
-    page.goto(url + "/?" + pair)
+    page.goto(url + "/?" + pair + "&recipe=Instant+%28least+squares%29")
     _ready(page, "Model stitching")
     page.locator(".js-plotly-plot .scatterlayer .point, :text('No grid stored for these settings yet')") \
         .first.wait_for()
@@ -177,7 +143,7 @@ def test_attributions_page_in_the_browser(server, page):
     url, _ = server
     page.goto(url + "/attributions?sender=zoo/resnet_1111-s0&receiver=zoo/resnet_1111-s1")
     _ready(page, "Attributions")
-    page.locator("[data-testid='stImage'] img, [data-testid='stPyplot'] img, img").first.wait_for(timeout=180_000)
+    page.get_by_text("Download the figure (PNG)").wait_for(timeout=180_000)  # the figure: thumbnails are images too
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "attributions.png"), full_page=True)
     assert not page.locator("[data-testid='stException']").count()
