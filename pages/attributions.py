@@ -6,10 +6,12 @@ import streamlit as st
 from core.attribution.maps import METHOD_LABELS
 from core.data.classes import classes
 from ui import attributions as attr
-from ui import jobs
+from ui import jobs, navigation, presenter
+from ui.gallery import gallery
 from ui.grid_view import cell_picker
-from ui.grids import grids_of_pair
 from ui.state import store
+
+navigation.through_app()
 
 IMAGE_SHAPES = {"fashion-mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
 
@@ -18,12 +20,15 @@ st.title("Attributions")
 st.caption("Which pixels drive each network's answer? Same image, same target class, three networks: the sender, "
            "the receiver, and the stitched network (sender up to layer i → stitch → receiver from layer j).")
 
-runs = grids_of_pair(sel.sender, sel.receiver, statuses=("done", "cancelled"))
-run_ids = [r["id"] for r in runs]
-wanted = st.query_params.get("run")
-run_id = st.selectbox("Stitched network from run", run_ids, index=run_ids.index(wanted) if wanted in run_ids else 0,
-                      format_func=lambda r: f"{r} · {next(x for x in runs if x['id'] == r)['config']['mode']}",
-                      placeholder="no grid stored for this pair", key="attr_run") if runs else None
+mismatch = attr.dataset_mismatch(sel.sender, sel.receiver, sel.dataset)
+if mismatch:
+    st.error(mismatch)
+    st.stop()
+
+runs = attr.stitched_grids(sel.sender, sel.receiver)
+run_labels = {r["id"]: attr.run_label(r) for r in runs}
+run_id = st.selectbox("Stitched network from the grid", list(run_labels), format_func=run_labels.get,
+                      index=attr.preselected(runs, st.query_params.get("run")), key="attr_run") if runs else None
 cell = None
 if run_id:
     done = [(c["sender_layer"], c["receiver_layer"]) for c in store().cells(run_id, with_details=False)
@@ -42,9 +47,13 @@ if source == "test set":
         # The networks a page offers are small (zoo, paper/, uploads): seconds in the worker, once.
         jobs.request("predictions", request, sel.device)
         jobs.progress_panel()
+        failure = attr.scoring_failure(request)
         jobs.show_errors()
-        st.info("Scoring the receiver on the test set, once (it is stored for every later visit), so that its "
-                "images can be browsed by class and by the receiver's answer…")
+        if failure:
+            st.error(f"The receiver could not be scored on the test set: {failure}")
+        else:
+            st.info("Scoring the receiver on the test set, once (it is stored for every later visit), so that "
+                    "its images can be browsed by class and by the receiver's answer…")
         if st.button("Score again"):
             jobs.submit("predictions", [request], sel.device)
         st.stop()
@@ -57,7 +66,16 @@ if source == "test set":
     if len(pool) == 0:
         st.info("No test image matches: widen the filter.")
         st.stop()
-    position = st.slider("Image", 0, len(pool) - 1, 0, key="attr_pos", bind="query-params")
+    thumbnails = st.container()  # above the slider, drawn after it: a link's position is read by the slider
+    # The slider (in the URL) holds the choice; a slider needs two ends: a single match is simply shown.
+    # No default value: a thumbnail's click sets it (a default beside that makes Streamlit warn).
+    position = 0 if len(pool) == 1 else st.slider("Position among the matching images", 0, len(pool) - 1,
+                                                  key="attr_pos", bind="query-params")
+    images = attr.gallery_images(sel.dataset)
+    if images is not None and not presenter.active():  # thumbnails are controls: a slide shows the figure
+        with thumbnails:
+            gallery(pool, images, position, "attr_pos", label=lambda k: f"#{k}",
+                    describe=lambda k: f"{names[labels[k]]}; the receiver says {names[predictions[k]]}")
     index = int(pool[position])
     st.caption(f"test image #{index}: {names[labels[index]]}; the receiver says {names[predictions[index]]}")
 else:
@@ -70,6 +88,15 @@ else:
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
+    if sel.dataset in attr.LIGHT_ON_BLACK:
+        st.caption(attr.POLARITY_NOTE)
+        warning = st.empty()  # above the checkbox, about what the checkbox decides
+        invert = st.checkbox("Invert the picture", key="attr_invert")
+        if invert:
+            pixels = attr.inverted(pixels)
+        if reason := attr.looks_inverted(pixels):
+            warning.warning(f"As the networks will see it, this picture looks dark on light ({reason}): "
+                            f"{'untick' if invert else 'tick'} **Invert the picture**.")
 
 method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="attr_method",
                       bind="query-params")
@@ -92,5 +119,9 @@ if result is None:
         jobs.submit("attributions", [request], sel.device)
     st.stop()
 st.pyplot(attr.figure(result, sel.dataset))
+shown = f"test-image-{index}" if index is not None else "upload"
+# Drawn when clicked, not on every rerun (0.1 s on two cores), from the stored result: its own figure.
+st.download_button("Download the figure (PNG)", lambda: attr.figure_png(attr.figure(result, sel.dataset)),
+                   file_name=f"attributions-{method}-{shown}.png", mime="image/png", on_click="ignore", key="attr_png")
 st.caption("Red: pixels that raise the target class's score; blue: lower it (Saliency and Grad-CAM show magnitude "
            "only). Each map is scaled to its own 99th percentile.")

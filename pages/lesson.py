@@ -1,14 +1,19 @@
-"""Lesson: the seed paper's finding, step by step, on the bundled zoo (large type for a projector)."""
+"""Lesson: the seed paper's finding, step by step, on the bundled zoo (large type for a projector).
+
+Every number and comparison the text states is computed from the lesson's data (ui/lesson_text.py)."""
 
 import streamlit as st
 
 from core.runs.lesson import read_lesson
-from ui import charts, lesson
+from ui import charts, lesson, navigation, presenter
+from ui import lesson_text as say
 from ui.analysis import agreement
-from ui.grid_view import plot
-from ui.grids import settings_of
+from ui.grid_view import column_width, plot
+
+navigation.through_app()
 
 lesson.projector_mode()
+presenter.keep("step")  # the steps are how a lesson moves on, also on a projector
 material = read_lesson()
 if material is None:
     st.title("Lesson")
@@ -20,62 +25,52 @@ STEPS = ["1 · The question", "2 · Same architecture, two seeds", "3 · Later i
          "4 · Random controls", "5 · What CKA says", "6 · Imitating is not the same as working"]
 step = st.radio("Step", STEPS, key="step", bind="query-params", horizontal=True, label_visibility="collapsed")
 deeper = grids["deeper"]
-regions = lesson.depth_regions(deeper)
 
 if step == STEPS[0]:
     st.title("Do two networks see the world the same way?")
-    st.markdown("Two networks trained on the same clothes pictures both reach about 93 % accuracy. "
-                "**Do they compute the same things inside?** *Model stitching* asks it directly: keep the first "
-                "part of one network (the *sender*), the last part of another (the *receiver*), and train only a "
-                "tiny **stitch** between them. If the stitched network still classifies well, the receiver can use "
-                "what the sender computed.")
+    st.markdown(say.intro(deeper) + " *Model stitching* asks it directly: keep the first part of one network (the "
+                "*sender*), the last part of another (the *receiver*), and train only a tiny **stitch** between "
+                "them. If the stitched network still classifies well, the receiver can use what the sender computed.")
     st.graphviz_chart(lesson.stitching_diagram())
     st.markdown("Both networks stay frozen: only the stitch (one small convolution) learns.")
 elif step == STEPS[1]:
     st.title("Two seeds of the same network")
-    same = lesson.depth_regions(grids["seeds"])["diagonal"]
-    st.markdown("Same architecture, different random start. Each square: the accuracy of *sender up to layer i → "
-                "stitch → receiver from layer j*. The diagonal (same layer into same layer) works: the two copies "
-                f"compute interchangeable things (diagonal mean **{lesson.fmt(same)}**).")
-    plot(charts.grid_heatmap(grids["seeds"], font_size=font), square=True)
+    st.markdown(say.seeds_text(grids["seeds"]))
+    lesson.show_grid(grids["seeds"], font)
+    st.markdown(say.layer_names(grids["seeds"], deeper))
 elif step == STEPS[2]:
     st.title("A later layer feeds an earlier one")
-    st.markdown(f"Now the receiver is deeper (ResNet-2222). Below the diagonal the sender's layer is *deeper* than "
-                f"the receiver's: mean accuracy **{lesson.fmt(regions['lower_left'])}**. Above it, the "
-                f"sender is *shallower*: **{lesson.fmt(regions['upper_right'])}**. The seed paper (Hernandez "
-                f"et al. 2023) found the same: a later sender layer stitches well into an earlier receiver layer, "
-                f"the reverse does not.")
-    plot(charts.grid_heatmap(deeper, font_size=font), square=True)
+    st.markdown(say.deeper_text(deeper))
+    lesson.show_grid(deeper, font)
+    st.markdown(say.outlier_text(deeper, grids.get("deeper_lstsq")))
 elif step == STEPS[3]:
     st.title("Is it the networks, or the stitch?")
-    st.markdown("A stitch is trained, so maybe it does all the work. Controls: the same grid with a randomly "
-                "initialised sender, receiver, or both. What stays high without training means little.")
+    st.markdown("A stitch is trained, so maybe it does all the work. Controls: the same grid, the stitch trained "
+                "the same way, but the sender, the receiver or both replaced by networks with random weights, "
+                "never trained. " + say.controls_text(grids))
     keys = ["deeper", "deeper_random_sender", "deeper_random_receiver", "deeper_random_both"]
     for column, key in zip(st.columns(4), keys):
         with column:
-            plot(charts.grid_heatmap(grids[key], font_size=11), key)
-            st.metric("mean accuracy", lesson.fmt(lesson.mean_accuracy(grids[key])))
+            plot(lesson.grid_figure(grids[key], font_size=11, width=column_width(4)), key)
+            st.metric("mean accuracy", say.fmt(say.mean_accuracy(grids[key])))
+    lesson.small(say.recipe_caption(deeper))
 elif step == STEPS[4]:
     st.title("What does CKA say?")
     points, rho = agreement(material["cka"], deeper)
-    st.markdown("CKA measures whether two layers *represent* the images alike, with no training at all. "
-                f"Across this grid it ranks the cells with a Spearman correlation of **{lesson.fmt(rho)}** to "
-                "stitching accuracy: the two notions of similarity are related, but not the same.")
+    st.markdown(say.scatter_text(points, rho, deeper))
     left, right = st.columns(2)
-    plot(charts.cka_heatmap(material["cka"], font_size=font), where=left)
-    plot(charts.agreement_scatter(points), where=right)
-else:
+    plot(charts.cka_heatmap(material["cka"], font_size=font, width=column_width(2)), where=left)
+    plot(lesson.mark_point(charts.agreement_scatter(points), say.example_point(points)), where=right)
+elif step == STEPS[5]:
     st.title("Imitating is not the same as working")
-    lstsq = lesson.depth_regions(grids["deeper_lstsq"])
-    st.markdown("A *least-squares* stitch is made to **imitate** the receiver's own activation at layer j. Below "
-                f"the diagonal it reaches only **{lesson.fmt(lstsq['lower_left'])}** on average, where the "
-                f"task-trained stitch reached **{lesson.fmt(regions['lower_left'])}**: the trained stitch "
-                "found *something else that works*. The seed paper's warning: high stitching accuracy alone does "
-                "not prove the two layers represent the same thing.")
-    plot(charts.grid_heatmap(grids["deeper_lstsq"], font_size=font), square=True)
-    settings = settings_of(deeper["config"])
-    if settings:
-        st.page_link("pages/stitching.py", label="Run it yourself on the Stitching page", icon=":material/play_arrow:",
-                     query_params=settings)
+    st.markdown(say.lstsq_text(grids["deeper_lstsq"], deeper))
+    left, right = st.columns(2)
+    with left:
+        lesson.show_grid(deeper, 11, column_width(2), "lesson_trained")
+    with right:
+        lesson.show_grid(grids["deeper_lstsq"], 11, column_width(2), "lesson_lstsq")
+    lesson.run_yourself(grids["deeper_lstsq"], material["made_with"])
+if step != STEPS[0]:
+    st.info(say.sanity_note(grids["seeds"]))
 st.caption(f"Computed with `{material['made_with']['command']}` on {material['made_with']['device']}, "
            f"{material['made_with']['date'][:10]}.")

@@ -1,11 +1,15 @@
-"""The Lesson page's pieces: big type for a projector, the stitching diagram, and the numbers
-the text quotes (always computed from the lesson's data, never typed in)."""
+"""The Lesson page's pieces: big type for a projector, the stitching diagram, the bundled grids
+with their diagonal, and the way to rerun one. What the text says is :mod:`ui.lesson_text`."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.engine.results import region_means
+from core.runs import recipes
+
+from . import charts, lesson_text, navigation
+from .grid_view import plot
+from .grids import settings_of, use_settings
 
 PROJECTOR_CSS = """
 <style>
@@ -44,16 +48,74 @@ def stitching_diagram(sender_layers: int = 4, receiver_layers: int = 4, cut_send
     return "\n".join(lines)
 
 
-def depth_regions(grid: dict) -> dict:
-    """Mean stitched accuracy where the sender layer is relatively deeper than the receiver layer
-    (``lower_left``: later into earlier), shallower (``upper_right``) and as deep (``diagonal``)."""
-    return region_means(grid["accuracy"])
+def grid_figure(grid: dict, font_size: int = 12, width: int | None = None):
+    """A bundled grid's heatmap with its relative-depth diagonal drawn on it."""
+    fig = charts.grid_heatmap(grid, font_size=font_size, **({"width": width} if width else {}))
+    return charts.add_depth_diagonal(fig, len(grid["sender_layers"]), len(grid["receiver_layers"]))
 
 
-def fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def show_grid(grid: dict, font_size: int, width: int | None = None, key: str | None = None) -> None:
+    """A bundled grid, its diagonal drawn, with how it was made and its diagonal's numbers beside it:
+    what the paper's recipe gives, to be read as such."""
+    plot(grid_figure(grid, font_size, width), key, square=True)
+    small(lesson_text.recipe_caption(grid))
 
 
-def mean_accuracy(grid: dict) -> float | None:
-    values = [v for row in grid["accuracy"] for v in row if v is not None]
-    return sum(values) / len(values) if values else None
+def small(text: str) -> None:
+    """Small print that stays on a projected slide (a caption would be hidden there)."""
+    st.markdown(f"<small>{text}</small>", unsafe_allow_html=True)
+
+
+def mark_point(fig, point: dict | None):
+    """Point at the scatter's dot that the text explains."""
+    if point is not None:
+        fig.add_annotation(x=point["cka"], y=point["accuracy"], text=point["cell"], showarrow=True, arrowhead=2,
+                           ax=-60, ay=40, font={"size": 14}, bgcolor="rgba(255,255,255,0.8)")
+    return fig
+
+
+# How long a grid of the zoo's default pair takes on a CPU, by (recipe, budget); the GPU's time is
+# in the lesson's data. Instant on every image: 786 s wall, 397 CPU-seconds, on two CPU cores that
+# other work shared (2026-12-01, `python -m core grid zoo/resnet_1111-s0 zoo/resnet_2222-s0
+# --recipe instant --budget full --device cpu`). Instant, Quick: 10.7–15.2 s on two idle cores
+# (BENCHMARKS.md: bench.grid_lstsq, bench.recipes).
+CPU_TIMES = {("instant", "full"): "several minutes on a two-core CPU",
+             ("instant", "quick"): "10–17 s on a two-core CPU"}
+
+
+def run_yourself(grid: dict, made_with: dict) -> None:
+    """Rerun a bundled grid on the Stitching page, saying how long it takes: its own settings and,
+    when those use every image, the Quick budget (smaller, for a CPU)."""
+    full = settings_of(grid["config"])
+    if full is None:
+        return
+    recipe, budget = recipes.recipe_of(grid["config"])
+    on_cpu = CPU_TIMES.get((recipe.key, budget.key))
+    left, right = st.columns(2)
+    with left:
+        if st.button("Run this grid yourself", icon=":material/play_arrow:", on_click=use_settings, args=(full,)):
+            navigation.switch_to("stitching")
+        st.markdown(f"{recipe.label} on {_images(budget)}, as here: "
+                    f"{grid.get('seconds', 0):.0f} s on the {made_with.get('device', 'machine')} that built the "
+                    f"lesson" + (f"; {on_cpu}." if on_cpu else "."))
+    quick = recipes.BUDGETS["quick"]
+    if budget.key == quick.key:
+        return
+    with right:
+        if st.button("Run a CPU-sized version", icon=":material/play_arrow:", on_click=use_settings,
+                     args=({**full, "budget": quick.label},)):
+            navigation.switch_to("stitching")
+        on_cpu = CPU_TIMES.get((recipe.key, quick.key))
+        st.markdown(f"The same recipe on {_images(quick)}" + (f": {on_cpu}" if on_cpu else "") +
+                    ". Smaller, so its numbers differ a little from these.")
+
+
+def _images(budget: recipes.Budget) -> str:
+    train, test = (budget.settings.get(k) for k in ("train_limit", "eval_limit"))
+    if train is None and test is None:
+        return "every training and test image"
+    return f"{_count(train)} training / {_count(test)} test images"
+
+
+def _count(limit: int | None) -> str:
+    return "every" if limit is None else f"{limit:,}"

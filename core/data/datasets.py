@@ -196,7 +196,8 @@ def _cifar10(split: str, download: bool) -> ImageSet:
         ds = torchvision.datasets.CIFAR10(root, train=(split == "train"), download=download)
     except Exception as exc:
         raise FileNotFoundError(
-            f"CIFAR-10 not found in {root} and could not be downloaded ({exc}); "
+            # a URLError's own text is a repr (<urlopen error ...>); its reason is the sentence
+            f"CIFAR-10 not found in {root} and could not be downloaded ({getattr(exc, 'reason', exc)}); "
             f"connect to the internet once, or place cifar-10-batches-py in {root}") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     return ImageSet(images, torch.tensor(ds.targets, dtype=torch.long), CIFAR10, split)

@@ -9,7 +9,8 @@ import functools
 from core import paths
 from core.models import sources, zoo
 
-__all__ = ["model_names", "model_label", "layers_of", "zoo_table", "DEFAULT_SENDER", "DEFAULT_RECEIVER"]
+__all__ = ["model_names", "model_label", "layers_of", "trained_on", "zoo_table", "DEFAULT_SENDER",
+           "DEFAULT_RECEIVER"]
 
 DEFAULT_SENDER = "zoo/resnet_1111-s0"
 DEFAULT_RECEIVER = "zoo/resnet_2222-s0"
@@ -44,6 +45,19 @@ def _layers_of(name: str, fingerprint: str) -> tuple[tuple[str, tuple[int, ...]]
     from core.models.network import cached_model
 
     return tuple((layer.name, layer.shape) for layer in list_layers(cached_model(name, "cpu")))
+
+
+def trained_on(name: str) -> str | None:
+    """The dataset a model was trained on, from its manifest or upload metadata (no torch);
+    None when no record says (a torchvision model, a missing paper/ model)."""
+    try:
+        model = sources.parse(name)
+        if model.source in ("zoo/", "paper/"):
+            zoo_dir = None if model.source == "zoo/" else paths.home() / "zoo-paper"
+            return zoo.zoo_entry(model.key, zoo_dir).get("dataset")
+    except ValueError:  # a malformed or unknown name: whoever loads it says what is wrong
+        return None
+    return _safetensors_metadata(model.key).get("dataset") if model.source == "file:" else None
 
 
 def _safetensors_metadata(path: str) -> dict:
