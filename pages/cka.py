@@ -4,10 +4,12 @@ import streamlit as st
 
 from core import runs
 from core.runs.cka_runs import cka_config
-from ui import charts, grid_view, jobs
+from ui import charts, grid_view, jobs, navigation
 from ui.analysis import agreement, disagreements
-from ui.grids import grid_json, grids_of_pair
+from ui.grids import grid_json, grids_of_pair, run_picker
 from ui.state import store
+
+navigation.through_app()
 
 sel = st.session_state.selection
 st.title("CKA: do the layers represent the images alike?")
@@ -32,14 +34,16 @@ if found is None:
 
 cka = runs.load(store(), found["id"])
 grids = grids_of_pair(sel.sender, sel.receiver, control="none")
+# The newest by default; an older recipe, or the bundled task-trained grid, on demand (?cka_grid=<run id>).
+chosen = run_picker("Stitching grid to compare with", grids, key="cka_grid") if grids else None
 left, right = st.columns(2)
-grid_view.plot(charts.cka_heatmap(cka), "cka_heatmap", left, square=True)
-if not grids:
+grid_view.plot(charts.cka_heatmap(cka, width=grid_view.column_width(2)), "cka_heatmap", left, square=True)
+if chosen is None:
     right.info("Run a stitching grid for this pair (Stitching page) to compare the two measures.")
     st.stop()
-grid = grid_json(grids[0])
+grid = grid_json(chosen)
 with right:
-    grid_view.heatmap(grid, "accuracy", key="cka_page_grid", selectable=False)
+    grid_view.heatmap(grid, "accuracy", key="cka_page_grid", selectable=False, width=grid_view.column_width(2))
 points, rho = agreement(cka, grid)
 st.subheader("Similar representations, or just usable ones?")
 if rho is not None:

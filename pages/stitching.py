@@ -3,9 +3,22 @@
 import streamlit as st
 
 from core.models import catalog
-from ui import grid_view, jobs
+from ui import grid_view, jobs, navigation
 from ui.analysis import stitch_cka_panel
-from ui.grids import BUDGETS, CONTROL_LABELS, RECIPES, find_grid, grid_config, grid_json, start
+from ui.grids import (
+    BUDGETS,
+    CONTROL_LABELS,
+    RECIPES,
+    bundled_settings,
+    find_grid,
+    grid_config,
+    grid_json,
+    seed_diagonal,
+    start,
+    time_hint,
+)
+
+navigation.through_app()
 
 sel = st.session_state.selection
 st.title("Model stitching")
@@ -19,17 +32,24 @@ with st.expander("Settings", expanded=True):
                                 key="s_layers", bind="query-params", placeholder="all layers")
     r_layers = right.multiselect("Receiver layers (columns)", [n for n, _ in catalog.layers_of(sel.receiver)],
                                  key="r_layers", bind="query-params", placeholder="all layers")
-    recipe = left.radio("Recipe", list(RECIPES), key="recipe", bind="query-params")
-    budget = right.radio("Images", list(BUDGETS), key="budget", bind="query-params")
+    # The first screen opens on the pair's bundled task-trained grid and its controls, when there is one.
+    # (A URL that names any of these settings is someone's view: its other settings keep the plain defaults.)
+    named = any(k in st.query_params for k in ("recipe", "budget", "controls", "s_layers", "r_layers"))
+    first = {} if named else bundled_settings(sel.sender, sel.receiver) or {}
+    recipe = left.radio("Recipe", list(RECIPES), key="recipe", bind="query-params",
+                        index=list(RECIPES).index(first.get("recipe", next(iter(RECIPES)))))
+    left.caption(RECIPES[recipe].why[0].upper() + RECIPES[recipe].why[1:] + ".")
+    budget = right.radio("Images", list(BUDGETS), key="budget", bind="query-params",
+                         index=list(BUDGETS).index(first.get("budget", next(iter(BUDGETS)))))
     controls = st.multiselect("Controls: the same grid with random-initialised networks", list(CONTROL_LABELS),
-                              key="controls", bind="query-params",
+                              key="controls", bind="query-params", default=first.get("controls"),
                               help="random-sender: a randomly initialised sender; random-receiver: a random "
                                    "receiver; random-both: both. Trained stitches on random networks show how "
                                    "much a stitch can do on its own.")
+    configs = {"none": grid_config(sel, s_layers, r_layers, recipe, budget)}
+    configs.update({c: grid_config(sel, s_layers, r_layers, recipe, budget, control=c) for c in controls})
     run = st.button("Run", type="primary", icon=":material/play_arrow:")
-
-configs = {"none": grid_config(sel, s_layers, r_layers, recipe, budget)}
-configs.update({c: grid_config(sel, s_layers, r_layers, recipe, budget, control=c) for c in controls})
+    st.caption(time_hint(list(configs.values()), sel.device))
 if run and not start(list(configs.values()), sel.device):
     st.toast("These grids are already stored (or running): shown below.")
 jobs.progress_panel()
@@ -37,7 +57,7 @@ jobs.show_errors()
 
 runs = {control: find_grid(config) for control, config in configs.items()}
 if runs["none"] is None:
-    st.info("No grid stored for these settings yet. Press **Run**: *Instant* takes 10–17 s on two CPU cores.")
+    st.info("No grid stored for these settings yet. Press **Run** (the time it should take is under the button).")
     st.stop()
 
 grid = grid_json(runs["none"])
@@ -49,10 +69,17 @@ a.metric("sender alone", f"{grid['sender_accuracy']:.3f}" if grid["sender_accura
 b.metric("receiver alone", f"{grid['reference_accuracy']:.3f}" if grid["reference_accuracy"] is not None else "–")
 c.metric("this grid", grid["run_status"], f"{grid['seconds']:.1f} s · run {grid['run_id']}", delta_color="off")
 
-columns = st.columns(len([r for r in runs.values() if r is not None]))
-for column, (control, run_row) in zip(columns, [(k, v) for k, v in runs.items() if v is not None]):
+# The real grid large; its controls, when there are any, side by side below it at a glance.
+main, _ = st.columns(2) if len(runs) > 1 else (st.container(), None)
+with main:
+    grid_view.heatmap(grid, metric, key="heatmap_none", width=grid_view.column_width(2 if len(runs) > 1 else 1))
+shown = [(control, run_row) for control, run_row in runs.items() if control != "none" and run_row is not None]
+for column, (control, run_row) in zip(st.columns(3) if shown else [], shown):
     with column:
-        grid_view.heatmap(grid_json(run_row), metric, key=f"heatmap_{control}", selectable=control == "none")
+        grid_view.heatmap(grid_json(run_row), metric, key=f"heatmap_{control}", selectable=False,
+                          width=grid_view.column_width(3))
+# Below the grids, so that the grid itself is on screen first (a projector's 720 pixels).
+grid_view.bundled_note(runs["none"], recipe, seed_diagonal(configs["none"]))
 with st.expander("Stitched accuracy along the receiver, with the networks' own accuracy as reference"):
     grid_view.plot(grid_view.charts.reference_profile(grid))
 

@@ -2,9 +2,12 @@
 
 import streamlit as st
 
+from ui import navigation
 from ui import sweeps as view
 from ui.grid_view import plot
 from ui.state import store
+
+navigation.through_app()
 
 st.title("Sweeps")
 st.caption("A sweep runs one stitching grid per (sender, receiver, control). It is started from the command line, "

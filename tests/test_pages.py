@@ -14,6 +14,7 @@ APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py
 PAGES = ["pages/stitching.py", "pages/cka.py", "pages/attributions.py", "pages/models.py", "pages/runs.py",
          "pages/sweeps.py", "pages/lesson.py"]
 INSTANT, QUICK = "Instant (least squares)", "Quick: 2,000 training / 1,000 test images"
+BUNDLED_RECIPE, FULL = "Paper recipe (3 epochs from scratch)", "Full: every training and test image"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,8 @@ def app(stored, monkeypatch):
     monkeypatch.setenv("STITCHLAB_DB", str(db))
     monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)  # jobs stay queued; tests run them
     at = AppTest.from_file(APP, default_timeout=120)
+    # the stored Instant grid; without a URL the first screen opens on the bundled paper-recipe grid
+    at.query_params.update(recipe=INSTANT, budget=QUICK)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -87,11 +90,12 @@ def test_attributions_page_offers_the_stored_cells(app, stored):
     app.selectbox(key="cell_j").set_value("layer1.0").run()
     _no_trouble(app)
     assert (app.selectbox(key="cell_i").value, app.selectbox(key="cell_j").value) == ("layer3.0", "layer1.0")
-    assert not app.get("image") and any("Computing the attributions" in i.value for i in app.info)
+    thumbnails = len(app.get("image"))  # the test images' gallery; the figure is not drawn yet
+    assert any("Computing the attributions" in i.value for i in app.info)
     _work_off_the_queue(db)
     app.run()
     _no_trouble(app)
-    assert app.get("image"), "no attribution figure"  # st.pyplot draws an image
+    assert len(app.get("image")) == thumbnails + 1, "no attribution figure"  # st.pyplot draws an image
 
 
 def test_a_followed_job_whose_worker_died_gets_a_worker_again(app, stored, monkeypatch):
@@ -305,6 +309,9 @@ def test_the_stitching_page_runs_every_recipe_and_budget(app, stored):
             assert (app.radio(key="recipe").value, app.radio(key="budget").value) == (recipe, budget)
             if (recipe, budget) == (INSTANT, QUICK):
                 assert not app.info and app.get("plotly_chart"), [i.value for i in app.info]
+                continue
+            if (recipe, budget) == (BUNDLED_RECIPE, FULL):  # the bundled GPU grid of this pair is shown
+                assert app.get("plotly_chart") and "bundled with StitchLab" in app.info[0].value
                 continue
             assert any("No grid stored" in i.value for i in app.info), (recipe, budget)
             next(b for b in app.button if b.label == "Run").click().run()

@@ -5,36 +5,69 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data import classes as data_info
+from core.runs import bundled
 
-from . import charts
+from . import charts, presenter
 from .grids import cell
+
+# px: the main area of a 1280-px-wide window in presenter mode, which hides the sidebar (measured in Chromium)
+PRESENTER_PAGE_WIDTH = 1216
 
 
 def plot(fig, key: str | None = None, where=None, square: bool = False, **kwargs):
     """Draw a plotly figure with the app's chart settings (PNG export button included).
 
-    ``square``: a layer grid at its own width, so its cells stay square (in a narrow column the
-    figure is scaled down to fit)."""
+    A figure with a width of its own (a layer grid: ``square`` says so too) is drawn at that width,
+    so that its cells stay square; size it for its column with :func:`column_width` (a wider one
+    is squeezed into the column and its cells overlap). Other figures fill the column."""
     where = where or st
-    return where.plotly_chart(fig, key=key, config=charts.PLOTLY_CONFIG, width="content" if square else "stretch",
+    own_width = square or fig.layout.width is not None
+    return where.plotly_chart(fig, key=key, config=charts.PLOTLY_CONFIG, width="content" if own_width else "stretch",
                               **kwargs)
 
 
-def heatmap(grid: dict, metric: str, key: str, font_size: int = 12, selectable: bool = True) -> None:
-    """The grid's heatmap; a click on a cell selects it (``cell_i``/``cell_j`` in the URL)."""
-    selected = (st.session_state.get("cell_i"), st.session_state.get("cell_j"))
-    fig = charts.grid_heatmap(grid, metric, font_size=font_size,
-                              selected=selected if all(selected) and selectable else None)
+def column_width(n_columns: int = 1) -> int:
+    """The width in px of each of ``n_columns`` equal ``st.columns`` in a 1280-px-wide window, where
+    presenter mode (no sidebar) leaves more room."""
+    return charts.column_width(n_columns, PRESENTER_PAGE_WIDTH if presenter.active() else charts.PAGE_WIDTH)
+
+
+def heatmap(grid: dict, metric: str, key: str, font_size: int = 12, selectable: bool = True,
+            width: int | None = None) -> None:
+    """The grid's heatmap, sized for ``width`` px (default: the page's width); a click on a cell
+    selects it (``cell_i``/``cell_j`` in the URL) and outlines it at once."""
+    width = width or column_width(1)
     if not selectable:
-        plot(fig, key, square=True)
+        plot(charts.grid_heatmap(grid, metric, font_size=font_size, width=width), key, square=True)
         return
-    event = plot(fig, key, square=True, on_select="rerun", selection_mode="points")
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if points and points[0].get("customdata"):
-        clicked = tuple(points[0]["customdata"][:2])
-        if st.session_state.get(f"_{key}_applied") != clicked:  # apply each click once
-            st.session_state[f"_{key}_applied"] = clicked
-            st.session_state.cell_i, st.session_state.cell_j = clicked
+    selected = _apply_click(key) or selected_cell()
+    fig = charts.grid_heatmap(grid, metric, font_size=font_size, selected=selected, width=width)
+    # One chart widget per selected cell: a figure that changes under the same key (the outline
+    # moved) has its selection cleared by the browser, which swallowed every second click.
+    plot(fig, _chart_key(key, selected), square=True, on_select="rerun", selection_mode="points")
+
+
+def selected_cell() -> tuple[str, str] | None:
+    """The cell in ``cell_i``/``cell_j``: the widgets' state, or on a page's first run (the
+    pickers below the heatmap have not run yet) the URL's."""
+    cell = tuple(st.session_state[k] if k in st.session_state else st.query_params.get(k)
+                 for k in ("cell_i", "cell_j"))
+    return cell if all(cell) else None
+
+
+def _chart_key(key: str, selected: tuple[str, str] | None) -> str:
+    return f"{key}@{'>'.join(selected) if selected else ''}"
+
+
+def _apply_click(key: str) -> tuple[str, str] | None:
+    """The cell a click on the chart drawn in the previous run selected, now in ``cell_i``/``cell_j``
+    (read before the chart is drawn, so the outline shows it in this run); None without a click."""
+    event = st.session_state.get(_chart_key(key, selected_cell()))
+    points = (event or {}).get("selection", {}).get("points", [])
+    clicked = tuple(points[0]["customdata"][:2]) if points and points[0].get("customdata") else None
+    if clicked and clicked != selected_cell():
+        st.session_state.cell_i, st.session_state.cell_j = clicked
+    return clicked
 
 
 def cell_picker(pairs: list[tuple[str, str]],
@@ -74,6 +107,10 @@ def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:
     c.metric("relative (stitched / receiver)", f"{acc / ref:.3f}" if ref else "–")
     d.metric("stitch", f"{details.get('kind', '?')}", f"{details.get('parameters', 0):,} parameters",
              delta_color="off")
+    if "per_class" not in details:  # a bundled grid ships accuracies only
+        st.caption("This grid came with StitchLab and holds accuracies only: per-class accuracy, the confusion "
+                   "matrix and the training curve come with a run of your own (Run, with Device cpu).")
+        return
     classes = data_info.classes(grid.get("dataset", "fashion-mnist"), len(details.get("per_class", [])))
     left, right = st.columns(2)
     plot(charts.per_class_figure(details["per_class"], classes), f"pc_{i}_{j}", left)
@@ -94,3 +131,25 @@ def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:
                      icon=":material/visibility:",
                      query_params={"sender": grid["sender"], "receiver": grid["receiver"], "run": grid["run_id"],
                                    "cell_i": i, "cell_j": j})
+
+
+def bundled_note(run: dict, recipe_label: str, diagonal: dict | None) -> None:
+    """Where a bundled grid came from, and the sanity check that goes beside it: the same recipe
+    stitching two seeds of one network at matching layers. A pattern is only read as a finding
+    where that diagonal comes close to the receiver."""
+    made = bundled.provenance(run)
+    if made is None:
+        return
+    st.info(f"**{recipe_label}**, bundled with StitchLab: computed with `{made.get('command')}` on "
+            f"{made.get('device')} ({str(made.get('date', ''))[:10]}, torch {made.get('torch')}). "
+            "It ships accuracies only; press **Run** with Device *cpu* for a run of your own (stored beside it).",
+            icon=":material/inventory_2:")
+    if diagonal:
+        cells = " · ".join(f"{layer} {acc:.2f}" for layer, acc in diagonal["cells"])
+        worst = min(diagonal["cells"], key=lambda c: c[1])
+        st.caption(f"**Sanity check beside it** (same recipe, {diagonal['sender']} → {diagonal['receiver']}, two "
+                   f"seeds, matching layers): {cells}; receiver alone {diagonal['receiver_accuracy']:.2f}. "
+                   f"A stitch should join a network to its own second seed at about the receiver's accuracy; at "
+                   f"{worst[0]} it falls {diagonal['receiver_accuracy'] - worst[1]:.2f} short, so low cells there say "
+                   "the recipe under-trains, not that the networks differ. Read this grid as the paper's recipe, "
+                   "not as proof.")

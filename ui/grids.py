@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+from pathlib import Path
+
 import streamlit as st
 
 from core import runs
 from core.engine.results import CONTROLS, load_grid
-from core.runs import recipes
+from core.runs import bundled, estimates, recipes
 
 from .state import Selection, store
 
@@ -85,6 +89,53 @@ def settings_of(config: dict) -> dict | None:
     return params
 
 
+def use_settings(settings: dict) -> None:
+    """Put a stored grid's settings (from :func:`settings_of`) into the Stitching page's widgets;
+    a button's ``on_click``, so it runs before the sidebar's widgets exist in the next run.
+
+    Not ``st.switch_page(query_params=...)``: those keys are bound to the URL and Streamlit
+    refuses code that sets a bound parameter (every "Open" crashed). The widgets write the URL."""
+    for key in ("s_layers", "r_layers", "controls"):  # unset ones must not keep the last grid's
+        st.session_state[key] = []
+    for key, value in settings.items():
+        st.session_state[key] = value
+
+
+def bundled_settings(sender: str, receiver: str) -> dict | None:
+    """The Stitching page's settings (recipe, budget, controls) that show the bundled grid of this
+    pair with its bundled controls: what the first screen opens on. None: no bundled grid."""
+    rows = [r for r in store().list_runs(kind="grid") if bundled.provenance(r)
+            and r["config"]["sender"] == sender and r["config"]["receiver"] == receiver]
+    real = next((r for r in sorted(rows, key=lambda r: r["config"]["mode"] != "train")  # task-trained first
+                 if r["config"].get("control", "none") == "none"), None)
+    settings = settings_of(real["config"]) if real else None
+    if settings is None:
+        return None
+    same_recipe = [r for r in rows if recipes.recipe_of(r["config"]) == recipes.recipe_of(real["config"])]
+    settings["controls"] = [c for c in CONTROL_LABELS if any(r["config"].get("control") == c for r in same_recipe)]
+    return settings
+
+
+def seed_diagonal(config: dict) -> dict | None:
+    """The bundled two-seed diagonal of this grid's recipe (see :func:`core.runs.bundled.seed_diagonal`)."""
+    return bundled.seed_diagonal(store(), config)
+
+
+def time_hint(configs: list[dict], device: str) -> str:
+    """How long Run should take for these grids (a grid and its controls) on ``device``, computed
+    for their pair, recipe and images (:mod:`core.runs.estimates`)."""
+    # The worker picks the GPU for "auto" when there is one; the page may not import torch to ask.
+    gpu = device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
+    found = estimates.estimate(store(), configs[0], "cuda" if gpu else "cpu", grids=len(configs))
+    cells = estimates.cells_of(configs[0]) * len(configs)
+    if found is None:
+        return f"{cells} cells on the GPU: seconds to minutes (no grid of these settings has run on it here yet)."
+    seconds = found.seconds
+    when = f"about {seconds:.0f} s" if seconds < 90 else (f"about {seconds / 60:.0f} min" if seconds < 5400
+                                                          else f"about {seconds / 3600:.1f} h")
+    return f"{cells} cells: {when} on {'the GPU' if gpu else 'this CPU'} ({found.source})."
+
+
 def grid_rows(grid: dict) -> list[dict]:
     """One row per cell, for CSV export."""
     rows = []
@@ -95,3 +146,112 @@ def grid_rows(grid: dict) -> list[dict]:
                          "penalty": grid["penalty"][r][c], "relative": grid["relative"][r][c],
                          "control": grid["control"], "mode": grid["mode"]})
     return rows
+
+
+def cka_rows(cka: dict) -> list[dict]:
+    """One row per layer pair of a stored CKA matrix (``CkaResult.to_json()``), for CSV export."""
+    return [{"model_a": cka["model_a"], "model_b": cka["model_b"], "layer_a": a, "layer_b": b,
+             "kernel": cka.get("kernel", "linear"), "cka": cka["cka"][r][c]}
+            for r, a in enumerate(cka["layers_a"]) for c, b in enumerate(cka["layers_b"])]
+
+
+# --- stored runs in words: the Runs table, and every picker of a stored grid --------------------
+def run_label(run: dict, with_pair: bool = False) -> str:
+    """A stored grid in words: recipe, networks (real or a random control), images, date, and
+    "bundled" for one that ships with StitchLab; e.g. ``Paper recipe (3 epochs from scratch) ·
+    real networks · every image · 2026-11-30 14:05 · bundled``. ``with_pair`` starts it with the
+    networks (a choice among several pairs)."""
+    config = run["config"]
+    recipe, _ = recipes.recipe_of(config)
+    parts = [f"{config['sender']} → {config['receiver']}"] if with_pair else []
+    parts += [recipe.label if recipe else _mode_words(config),
+              CONTROL_LABELS.get(config.get("control", "none"), "real networks")]
+    train, test = config.get("train_limit"), config.get("eval_limit")
+    parts.append("every image" if train is None and test is None else
+                 f"{_count(train)} training / {_count(test)} test images")
+    if config.get("sender_layers") or config.get("receiver_layers") or config.get("pairs"):
+        parts.append("some layers")
+    made = bundled.provenance(run)
+    # A bundled grid's date is when it was computed, not when this store installed it.
+    when = datetime.fromisoformat(made["date"]).timestamp() if made and made.get("date") else run["created"]
+    parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(when)))
+    if made:
+        parts.append("bundled")
+    if run["status"] != "done":
+        parts.append(f"{run['status']}: some cells missing")
+    return " · ".join(parts)
+
+
+def run_row(run: dict, stored_cells: int = 0) -> dict:
+    """A stored run as a row of the Runs table: what it is in words (recipe, images, layers),
+    how many of its cells are stored, and whether it ships with StitchLab."""
+    config, kind = run["config"], run["kind"]
+    recipe = recipes.recipe_of(config)[0] if kind == "grid" else None
+    return {"run": run["id"], "name": run["name"] or "", "kind": kind, "status": run["status"],
+            "sender / model A": config.get("sender", config.get("model_a", "")),
+            "receiver / model B": config.get("receiver", config.get("model_b", "")),
+            "recipe": (recipe.label if recipe else "custom") if kind == "grid" else "",
+            "images": images_words(config) if kind in ("grid", "cka") else "",
+            "layers": layers_words(config) if kind in ("grid", "cka") else "",
+            "cells": _cells_words(run, stored_cells) if kind == "grid" else "",
+            "mode": config.get("mode", ""), "control": config.get("control", ""),
+            "origin": "bundled with StitchLab" if bundled.provenance(run) else "computed here",
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created"]))}
+
+
+def images_words(config: dict) -> str:
+    """A grid's training / test images (``2,000 / 1,000``), a CKA run's test images (``2,000``);
+    ``all`` where every image is used."""
+    if "limit" in config:  # a CKA run
+        return _count(config["limit"], "all")
+    train, test = config.get("train_limit"), config.get("eval_limit")
+    return "all" if train is None and test is None else f"{_count(train, 'all')} / {_count(test, 'all')}"
+
+
+def layers_words(config: dict) -> str:
+    """The layers a grid (or a CKA run) covers: ``all``, or its lists (``stem, layer1.0 → all``)."""
+    if config.get("pairs"):
+        return f"{len(config['pairs'])} chosen pairs"
+    rows, cols = (config.get("sender_layers"), config.get("receiver_layers")) if "sender" in config else \
+        (config.get("layers_a"), config.get("layers_b"))
+    if not rows and not cols:
+        return "all"
+    return f"{', '.join(rows) if rows else 'all'} → {', '.join(cols) if cols else 'all'}"
+
+
+def run_picker(label: str, runs: list[dict], key: str, default: int | None = 0, where=None,
+               with_pair: bool = False, **kwargs) -> dict | None:
+    """A selectbox of stored grids in words (:func:`run_label`), newest first, bound to the URL
+    (``?key=``), so a copied link reopens the same choice. ``default``: the option shown where the
+    URL names none of ``runs`` (None: nothing chosen). Returns the chosen run or None.
+
+    A bound selectbox keeps its option's label in the URL, and two grids can have the same
+    label in words: each ends with its run id, which names one (and finds it on the Runs page)."""
+    by_id = {r["id"]: r for r in runs}
+    labels = {run_id: f"{run_label(run, with_pair)} · run {run_id}" for run_id, run in by_id.items()}
+    chosen = (where or st).selectbox(label, list(by_id), index=default, format_func=labels.get, key=key,
+                                     bind="query-params", **kwargs)
+    return by_id.get(chosen)
+
+
+def _cells_words(run: dict, stored_cells: int) -> str:
+    summary, config = run["summary"] or {}, run["config"]
+    if config.get("pairs"):
+        expected = len(config["pairs"])
+    elif summary.get("sender_layers") and summary.get("receiver_layers"):
+        expected = len(summary["sender_layers"]) * len(summary["receiver_layers"])
+    elif config.get("sender_layers") and config.get("receiver_layers"):
+        expected = len(config["sender_layers"]) * len(config["receiver_layers"])
+    else:  # queued: the layer lists are read when the grid starts
+        expected = "?"
+    return f"{stored_cells} / {expected}"
+
+
+def _mode_words(config: dict) -> str:
+    epochs = f"{config.get('epochs', 1):g} epoch" + ("" if config.get("epochs", 1) == 1 else "s")
+    return {"lstsq": "least squares", "lstsq+train": f"least squares + {epochs} of training"}.get(
+        config.get("mode"), f"task-trained {epochs}")
+
+
+def _count(limit: int | None, every: str = "every") -> str:
+    return every if limit is None else f"{limit:,}"

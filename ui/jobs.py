@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import runs
-from core.errors import QueueFull
+from core.errors import DeviceUnavailable, QueueFull
 from core.progress import Status
 from core.runs import jobs
 
@@ -76,6 +76,8 @@ def progress_panel() -> None:
         jobs.ensure_worker(store().path)
     for job in still:
         _job_status(job)
+    if any(_new_cells(job) for job in still):  # the heatmap fills in while the grid runs
+        st.rerun(scope="app")
     if finished:
         st.session_state.watched_jobs = [j["id"] for j in still]
         for job in finished:
@@ -84,18 +86,30 @@ def progress_panel() -> None:
         st.rerun(scope="app")
 
 
+def _new_cells(job: dict) -> bool:
+    """True when a running grid job has stored cells since this session last drew them."""
+    if job["kind"] != "grid" or not job.get("run_id"):
+        return False
+    count = len(store().cells(job["run_id"], with_details=False))
+    seen = st.session_state.setdefault("cells_drawn", {})
+    fresh = count > seen.get(job["run_id"], 0)
+    seen[job["run_id"]] = count
+    return fresh
+
+
 def _job_status(job: dict) -> None:
     what = _describe(job)
     if job["status"] == Status.QUEUED:
         label = f"Waiting: {what}" + (f" ({job['ahead']} job(s) ahead)" if job["ahead"] else "")
     else:
         label = f"Running: {what}"
-    with st.status(label, expanded=True, state="running"):
-        st.progress(min(max(job["progress"] or 0.0, 0.0), 1.0),
-                    text=f"{job['message'] or ''} · {_eta(job['eta'])}")
-        if st.button("Cancel", key=f"cancel_{job['id']}"):
-            jobs.cancel(store(), job["id"])
-            st.toast("Cancelling: finished cells are kept.")
+    # Not ``with st.status(...)``: leaving that block marks the status complete, so the icon
+    # flipped between a check mark and a spinner at every refresh of the panel.
+    box = st.status(label, expanded=True, state="running")
+    box.progress(min(max(job["progress"] or 0.0, 0.0), 1.0), text=f"{job['message'] or ''} · {_eta(job['eta'])}")
+    if box.button("Cancel", key=f"cancel_{job['id']}"):
+        jobs.cancel(store(), job["id"])
+        st.toast("Cancelling: finished cells are kept.")
 
 
 def _describe(job: dict) -> str:
@@ -112,5 +126,7 @@ def _describe(job: dict) -> str:
 def show_errors() -> None:
     """Failed jobs of this session, each once, as one clear message."""
     for job in st.session_state.pop("job_errors", []):
-        st.error(f"{_describe(job)} failed: {job['message']}")
+        # The engine's neutral words for a missing GPU, in the dashboard's terms.
+        message = (job["message"] or "").replace(DeviceUnavailable.FIX, "pick cpu or auto as Device in the sidebar")
+        st.error(f"{_describe(job)} failed: {message}")
 

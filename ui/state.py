@@ -6,6 +6,7 @@ Every selection that defines a view is a widget bound to a URL query parameter
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import streamlit as st
 
 from core import paths
 from core.models import catalog, sources
+from core.runs import bundled
 from core.runs.store import Store, StoreError
 
 DATASETS = ["fashion-mnist", "cifar10"]
@@ -29,7 +31,12 @@ class Selection:
 
 @st.cache_resource
 def _store(path: str) -> Store:
-    return Store(path)
+    store = Store(path)
+    try:  # the first screen opens on the bundled, GPU-computed grids: stored once, found by identity
+        bundled.install(store)
+    except (OSError, sqlite3.Error):  # a read-only store still shows what it holds
+        pass
+    return store
 
 
 def store() -> Store:
