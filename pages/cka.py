@@ -34,7 +34,8 @@ if found is None:
 
 cka = runs.load(store(), found["id"])
 grids = grids_of_pair(sel.sender, sel.receiver, control="none")
-# The newest by default; an older recipe, or the bundled task-trained grid, on demand (?cka_grid=<run id>).
+# The newest by default; an older recipe, or the bundled task-trained grid, on demand (the URL holds
+# the choice's label, ?cka_grid=..., which ends with its run id).
 chosen = run_picker("Stitching grid to compare with", grids, key="cka_grid") if grids else None
 left, right = st.columns(2)
 grid_view.plot(charts.cka_heatmap(cka, width=grid_view.column_width(2)), "cka_heatmap", left, square=True)

@@ -59,7 +59,8 @@ elif step == STEPS[4]:
     points, rho = agreement(material["cka"], deeper)
     st.markdown(say.scatter_text(points, rho, deeper))
     left, right = st.columns(2)
-    plot(charts.cka_heatmap(material["cka"], font_size=font, width=column_width(2)), where=left)
+    plot(charts.cka_heatmap(material["cka"], font_size=font, width=column_width(2),
+                            max_grid_height=lesson.slide_grid_height()), where=left)
     plot(lesson.mark_point(charts.agreement_scatter(points), say.example_point(points)), where=right)
 elif step == STEPS[5]:
     st.title("Imitating is not the same as working")

@@ -3,13 +3,12 @@
 import streamlit as st
 
 from core.models import catalog
-from ui import grid_view, jobs, navigation
+from ui import grid_view, grids, jobs, navigation
 from ui.analysis import stitch_cka_panel
 from ui.grids import (
     BUDGETS,
     CONTROL_LABELS,
     RECIPES,
-    bundled_settings,
     find_grid,
     grid_config,
     grid_json,
@@ -27,22 +26,20 @@ st.caption("Freeze both networks, train only a small stitch layer from the sende
            "the sender computed.")
 
 with st.expander("Settings", expanded=True):
+    # The first screen opens on the pair's bundled task-trained grid and its controls, when there is
+    # one: put into the widgets' state before they exist (their defaults stay fixed, so a default
+    # never moves under a choice, and the URL records these settings as it records any choice).
+    grids.seed_first_screen(sel)
     left, right = st.columns(2)
     s_layers = left.multiselect("Sender layers (rows)", [n for n, _ in catalog.layers_of(sel.sender)],
                                 key="s_layers", bind="query-params", placeholder="all layers")
     r_layers = right.multiselect("Receiver layers (columns)", [n for n, _ in catalog.layers_of(sel.receiver)],
                                  key="r_layers", bind="query-params", placeholder="all layers")
-    # The first screen opens on the pair's bundled task-trained grid and its controls, when there is one.
-    # (A URL that names any of these settings is someone's view: its other settings keep the plain defaults.)
-    named = any(k in st.query_params for k in ("recipe", "budget", "controls", "s_layers", "r_layers"))
-    first = {} if named else bundled_settings(sel.sender, sel.receiver) or {}
-    recipe = left.radio("Recipe", list(RECIPES), key="recipe", bind="query-params",
-                        index=list(RECIPES).index(first.get("recipe", next(iter(RECIPES)))))
+    recipe = left.radio("Recipe", list(RECIPES), key="recipe", bind="query-params")
     left.caption(RECIPES[recipe].why[0].upper() + RECIPES[recipe].why[1:] + ".")
-    budget = right.radio("Images", list(BUDGETS), key="budget", bind="query-params",
-                         index=list(BUDGETS).index(first.get("budget", next(iter(BUDGETS)))))
+    budget = right.radio("Images", list(BUDGETS), key="budget", bind="query-params")
     controls = st.multiselect("Controls: the same grid with random-initialised networks", list(CONTROL_LABELS),
-                              key="controls", bind="query-params", default=first.get("controls"),
+                              key="controls", bind="query-params",
                               help="random-sender: a randomly initialised sender; random-receiver: a random "
                                    "receiver; random-both: both. Trained stitches on random networks show how "
                                    "much a stitch can do on its own.")

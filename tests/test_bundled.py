@@ -112,3 +112,39 @@ def test_a_bundled_cell_says_it_holds_accuracies_only(fresh_app):
     deeper = LESSON["grids"]["deeper"]
     assert f"{deeper['accuracy'][4][0]:.3f}" in [m.value for m in at.metric]
     assert any("holds accuracies only" in c.value for c in at.caption)
+
+
+def test_after_the_first_screen_a_change_keeps_the_other_settings(fresh_app):
+    at = fresh_app
+    at.radio(key="budget").set_value("Quick: 2,000 training / 1,000 test images").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="recipe").value.startswith("Paper recipe")
+    assert at.multiselect(key="controls").value == ["random-sender", "random-receiver", "random-both"]
+
+
+def test_another_dataset_does_not_open_on_the_bundled_grids(tmp_path, monkeypatch):
+    monkeypatch.setenv("STITCHLAB_DB", str(tmp_path / "cifar.sqlite3"))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "cifar10"
+    at.run()
+    assert not at.radio(key="recipe").value.startswith("Paper recipe")
+    assert at.multiselect(key="controls").value == []
+
+
+def _install(db: str) -> int:
+    return len(bundled.install(Store(db)))
+
+
+def test_servers_starting_together_store_each_bundled_grid_once(tmp_path):
+    """Each bundled grid is written whole in one transaction that first looks for it: never half
+    written, never twice (4 processes at once)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    db = str(tmp_path / "shared.sqlite3")
+    Store(db)
+    with ProcessPoolExecutor(4) as pool:
+        added = list(pool.map(_install, [db] * 4))
+    assert sum(added) == len(LESSON["grids"])
+    runs_stored = Store(db).list_runs(kind="grid")
+    assert len(runs_stored) == len(LESSON["grids"]) and all(r["status"] == "done" for r in runs_stored)

@@ -29,11 +29,6 @@ TINY_SWEEP = {"models": ["zoo/resnet_1111-s*"], "pairs": "distinct", "controls":
               "mode": "lstsq", "train_limit": 200, "eval_limit": 150,
               "grid": {"sender_layers": ["stem", "layer4.0"], "receiver_layers": ["stem", "layer4.0"]}}
 INSTANT = "recipe=" + quote_plus(next(iter(RECIPES)))  # the grid _fill_store stores, not the bundled one
-# Views whose chart does not fit yet under what the page puts above it: the Lesson's title and paragraph
-# above a layer grid 550-570 px tall at the lesson's font; on the Stitching page's first screen the
-# bundled grid's note. ui/charts.py sizes the grids: presenter mode needs a lower height cap there.
-# Strict: a view that comes to fit fails here until it is taken off this list.
-TOO_TALL = ("lesson-2", "lesson-3", "lesson-5")
 
 
 def _step(label: str) -> str:
@@ -56,8 +51,7 @@ PAGES = [
     ("lesson-5", _step("5 · What CKA says"), PLOT),
     ("lesson-6", _step("6 · Imitating is not the same as working"), PLOT),
 ]
-_XFAIL = pytest.mark.xfail(strict=True, raises=AssertionError, reason="taller than what 720 px leave it")
-CASES = [pytest.param(*case, id=case[0], marks=[_XFAIL] if case[0] in TOO_TALL else []) for case in PAGES]
+CASES = [pytest.param(*case, id=case[0]) for case in PAGES]
 
 pytestmark = pytest.mark.e2e
 

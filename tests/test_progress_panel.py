@@ -50,7 +50,7 @@ def test_the_panel_asks_for_a_redraw_each_time_a_running_grid_stores_cells(tmp_p
         from ui import jobs as ui_jobs
 
         st.session_state.answers = [*st.session_state.get("answers", []),
-                                    ui_jobs._new_cells({"kind": "grid", "run_id": st.session_state.run_id})]
+                                    ui_jobs._new_cells([{"kind": "grid", "run_id": st.session_state.run_id}])]
 
     at = AppTest.from_function(script, default_timeout=60)
     at.session_state.run_id = run_id

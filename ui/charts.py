@@ -30,7 +30,9 @@ PAGE_WIDTH = 820  # px: the main area of a 1280-px window with the sidebar open 
 COLUMN_GAP = 16  # px between st.columns
 MIN_FONT = 9  # px: a printed number smaller than this cannot be read; hover still shows it
 CHAR_EM = 0.6  # a glyph's width in em: digits are 0.57 em in Open Sans, less in Streamlit's font
-_MAX_CELL, _MAX_GRID_HEIGHT = 60, 560  # px: beyond this a grid no longer fits a 720-px window
+_MAX_CELL, MAX_GRID_HEIGHT = 60, 560  # px: beyond this a grid no longer fits a 720-px window
+# Under a title and a paragraph on a 720-px slide (presenter mode), a grid's cells get this much.
+SLIDE_GRID_HEIGHT = 150
 
 
 def column_width(n_columns: int, page_width: int = PAGE_WIDTH) -> int:
@@ -96,7 +98,7 @@ class _GridLayout:
 
 
 def _grid_layout(row_labels, col_labels, texts, *, width, font_size, title, row_title, col_title, colorbar,
-                 legend) -> _GridLayout:
+                 legend, max_grid_height: int = MAX_GRID_HEIGHT) -> _GridLayout:
     """Sizes for a grid in ``width`` px. The margins are computed here rather than left to plotly's
     automargin, which would shrink the plot area after the markers were sized and so make them
     overlap (the last column drawn then looks wider than the others)."""
@@ -107,7 +109,7 @@ def _grid_layout(row_labels, col_labels, texts, *, width, font_size, title, row_
     tick_font = font_size
     for _ in range(2):  # small cells get smaller row labels (stacked, they must not touch), which frees width
         left = math.ceil(8 + row_ticks * tick_font + 8)
-        pitch = max(3, int(min(_MAX_CELL, (width - left - right) / n_cols, _MAX_GRID_HEIGHT / n_rows)))
+        pitch = max(3, int(min(_MAX_CELL, (width - left - right) / n_cols, max_grid_height / n_rows)))
         tick_font = int(min(tick_font, max(6, pitch / 1.25)))
     marker = pitch - (2 if pitch >= 16 else 1)
     longest = max((len(text) for text in texts), default=4)
@@ -150,9 +152,11 @@ def cell_color(value: float, scale, lo: float, hi: float) -> str:
 
 def layer_grid(values, row_labels, col_labels, statuses=None, *, title="", row_title="", col_title="",
                colorbar="", scale="Viridis", zrange=None, hover_name="value", font_size=12,
-               selected: tuple[str, str] | None = None, width: int = PAGE_WIDTH) -> go.Figure:
+               selected: tuple[str, str] | None = None, width: int = PAGE_WIDTH,
+               max_grid_height: int = MAX_GRID_HEIGHT) -> go.Figure:
     """A matrix as square markers: rows top to bottom, columns left to right, in ``width`` px (the
-    width of the column the figure is drawn in; :func:`column_width` gives it for ``st.columns``).
+    width of the column the figure is drawn in; :func:`column_width` gives it for ``st.columns``),
+    its cells together at most ``max_grid_height`` px tall (smaller under text on a 720-px slide).
 
     Cell size, label fonts and whether values are printed follow from ``width``: a value is printed
     only where it fits its cell at ``MIN_FONT`` px or more (hovering shows it anyway), in black or
@@ -186,7 +190,8 @@ def layer_grid(values, row_labels, col_labels, statuses=None, *, title="", row_t
               "failed": (FAILED_COLOR, "!", "failed"), "missing": ("rgba(0,0,0,0)", "", "not computed yet")}
     size = _grid_layout(row_labels, col_labels, texts, width=width, font_size=font_size, title=title,
                         row_title=row_title, col_title=col_title, colorbar=colorbar,
-                        legend=[styles[status][2] for status, (x, _, _) in special.items() if x])
+                        legend=[styles[status][2] for status, (x, _, _) in special.items() if x],
+                        max_grid_height=max_grid_height)
     fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers", customdata=custom,
@@ -255,7 +260,8 @@ def layer_grid(values, row_labels, col_labels, statuses=None, *, title="", row_t
 
 
 def grid_heatmap(grid: dict, metric: str = "accuracy", title: str | None = None, font_size: int = 12,
-                 selected: tuple[str, str] | None = None, width: int = PAGE_WIDTH) -> go.Figure:
+                 selected: tuple[str, str] | None = None, width: int = PAGE_WIDTH,
+                 max_grid_height: int = MAX_GRID_HEIGHT) -> go.Figure:
     """The stitching heatmap of a grid (``GridResult.to_json()``): sender layers down, receiver layers
     across, sized for a column ``width`` px wide."""
     spec = METRICS[metric]
@@ -265,7 +271,7 @@ def grid_heatmap(grid: dict, metric: str = "accuracy", title: str | None = None,
                       title=title or default_title, row_title=f"sender {grid['sender']} · layer i",
                       col_title=f"receiver {grid['receiver']} · layer j", colorbar=spec["label"],
                       scale=spec["scale"], zrange=spec["range"], hover_name=spec["label"], font_size=font_size,
-                      selected=selected, width=width)
+                      selected=selected, width=width, max_grid_height=max_grid_height)
 
 
 def line_colors(n: int) -> list[str]:
@@ -323,11 +329,13 @@ def curve_figure(curve: list[list[float]]) -> go.Figure:
     return fig
 
 
-def cka_heatmap(cka: dict, font_size: int = 12, width: int = PAGE_WIDTH) -> go.Figure:
+def cka_heatmap(cka: dict, font_size: int = 12, width: int = PAGE_WIDTH,
+                max_grid_height: int = MAX_GRID_HEIGHT) -> go.Figure:
     """A CKA matrix (``CkaResult.to_json()``) drawn like the stitching heatmap, ``width`` px wide."""
     return layer_grid(cka["cka"], cka["layers_a"], cka["layers_b"], title=f"CKA ({cka.get('kernel', 'linear')})",
                       row_title=f"{cka['model_a']} · layer i", col_title=f"{cka['model_b']} · layer j",
-                      colorbar="CKA", zrange=(0.0, 1.0), hover_name="CKA", font_size=font_size, width=width)
+                      colorbar="CKA", zrange=(0.0, 1.0), hover_name="CKA", font_size=font_size, width=width,
+                      max_grid_height=max_grid_height)
 
 
 def agreement_scatter(points: list[dict]) -> go.Figure:

@@ -144,7 +144,7 @@ def bundled_note(run: dict, recipe_label: str, diagonal: dict | None) -> None:
             f"{made.get('device')} ({str(made.get('date', ''))[:10]}, torch {made.get('torch')}). "
             "It ships accuracies only; press **Run** with Device *cpu* for a run of your own (stored beside it).",
             icon=":material/inventory_2:")
-    if diagonal:
+    if diagonal and diagonal["cells"] and diagonal["receiver_accuracy"] is not None:
         cells = " · ".join(f"{layer} {acc:.2f}" for layer, acc in diagonal["cells"])
         worst = min(diagonal["cells"], key=lambda c: c[1])
         st.caption(f"**Sanity check beside it** (same recipe, {diagonal['sender']} → {diagonal['receiver']}, two "

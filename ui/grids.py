@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import runs
 from core.engine.results import CONTROLS, load_grid
+from core.progress import Status
 from core.runs import bundled, estimates, recipes
 
 from .state import Selection, store
@@ -101,11 +102,12 @@ def use_settings(settings: dict) -> None:
         st.session_state[key] = value
 
 
-def bundled_settings(sender: str, receiver: str) -> dict | None:
+def bundled_settings(sender: str, receiver: str, dataset: str = "fashion-mnist") -> dict | None:
     """The Stitching page's settings (recipe, budget, controls) that show the bundled grid of this
     pair with its bundled controls: what the first screen opens on. None: no bundled grid."""
     rows = [r for r in store().list_runs(kind="grid") if bundled.provenance(r)
-            and r["config"]["sender"] == sender and r["config"]["receiver"] == receiver]
+            and r["config"]["sender"] == sender and r["config"]["receiver"] == receiver
+            and r["config"].get("dataset") == dataset]
     real = next((r for r in sorted(rows, key=lambda r: r["config"]["mode"] != "train")  # task-trained first
                  if r["config"].get("control", "none") == "none"), None)
     settings = settings_of(real["config"]) if real else None
@@ -114,6 +116,25 @@ def bundled_settings(sender: str, receiver: str) -> dict | None:
     same_recipe = [r for r in rows if recipes.recipe_of(r["config"]) == recipes.recipe_of(real["config"])]
     settings["controls"] = [c for c in CONTROL_LABELS if any(r["config"].get("control") == c for r in same_recipe)]
     return settings
+
+
+FIRST_SCREEN_KEYS = ("recipe", "budget", "controls", "s_layers", "r_layers")
+
+
+def seed_first_screen(sel: Selection) -> None:
+    """On a session's first view of the Stitching page with no settings in the URL, set its
+    widgets to the selected pair's bundled grid (recipe, images, controls), if there is one.
+
+    Into the widgets' state only: their defaults stay fixed (a default that moved would reset a
+    widget under the user's choice). Not into the URL too: parameters set there before the widgets
+    bind them broke the Runs page's "Open in the Stitching page" (the sidebar kept a stale value).
+    So a link copied after changing only one of these settings reopens the others as seeded here."""
+    if any(k in st.session_state or k in st.query_params for k in FIRST_SCREEN_KEYS):
+        return
+    first = bundled_settings(sel.sender, sel.receiver, sel.dataset)
+    if first:
+        settings = {k: first[k] for k in ("recipe", "budget", "controls")}
+        use_settings(settings)
 
 
 def seed_diagonal(config: dict) -> dict | None:
@@ -177,7 +198,9 @@ def run_label(run: dict, with_pair: bool = False) -> str:
     parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(when)))
     if made:
         parts.append("bundled")
-    if run["status"] != "done":
+    # Only a final status: a label is what a bound picker puts in the URL, and a link copied while
+    # a grid runs must still name it once it is done.
+    if run["status"] in (Status.CANCELLED, Status.FAILED):
         parts.append(f"{run['status']}: some cells missing")
     return " · ".join(parts)
 

@@ -76,7 +76,7 @@ def progress_panel() -> None:
         jobs.ensure_worker(store().path)
     for job in still:
         _job_status(job)
-    if any(_new_cells(job) for job in still):  # the heatmap fills in while the grid runs
+    if _new_cells(still):  # the heatmap fills in while the grid runs
         st.rerun(scope="app")
     if finished:
         st.session_state.watched_jobs = [j["id"] for j in still]
@@ -86,14 +86,16 @@ def progress_panel() -> None:
         st.rerun(scope="app")
 
 
-def _new_cells(job: dict) -> bool:
-    """True when a running grid job has stored cells since this session last drew them."""
-    if job["kind"] != "grid" or not job.get("run_id"):
+def _new_cells(jobs_running: list[dict]) -> bool:
+    """True when a running grid job's run has stored cells since this session last drew them
+    (one query for all of them; every count kept, so one new cell asks for one redraw)."""
+    run_ids = [job["run_id"] for job in jobs_running if job["kind"] == "grid" and job.get("run_id")]
+    if not run_ids:
         return False
-    count = len(store().cells(job["run_id"], with_details=False))
+    counts = store().cell_counts(run_ids)
     seen = st.session_state.setdefault("cells_drawn", {})
-    fresh = count > seen.get(job["run_id"], 0)
-    seen[job["run_id"]] = count
+    fresh = any(counts.get(run_id, 0) > seen.get(run_id, 0) for run_id in run_ids)
+    seen.update({run_id: counts.get(run_id, 0) for run_id in run_ids})
     return fresh
 
 

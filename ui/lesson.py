@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.runs import recipes
 
-from . import charts, lesson_text, navigation
+from . import charts, lesson_text, navigation, presenter
 from .grid_view import plot
 from .grids import settings_of, use_settings
 
@@ -50,8 +50,14 @@ def stitching_diagram(sender_layers: int = 4, receiver_layers: int = 4, cut_send
 
 def grid_figure(grid: dict, font_size: int = 12, width: int | None = None):
     """A bundled grid's heatmap with its relative-depth diagonal drawn on it."""
-    fig = charts.grid_heatmap(grid, font_size=font_size, **({"width": width} if width else {}))
+    fig = charts.grid_heatmap(grid, font_size=font_size, **({"width": width} if width else {}),
+                              max_grid_height=slide_grid_height())
     return charts.add_depth_diagonal(fig, len(grid["sender_layers"]), len(grid["receiver_layers"]))
+
+
+def slide_grid_height() -> int:
+    """How tall a grid's cells may be: less on a projected slide, under the step's text."""
+    return charts.SLIDE_GRID_HEIGHT if presenter.active() else charts.MAX_GRID_HEIGHT
 
 
 def show_grid(grid: dict, font_size: int, width: int | None = None, key: str | None = None) -> None:

@@ -41,8 +41,9 @@ def through_app() -> None:
     in Streamlit's legacy mode for apps with a ``pages/`` folder, which runs the page file alone:
     no sidebar, no selection. ``st.navigation`` switches that mode off for the process, but only
     once ``app.py`` has run; so switch it off here and run again, through ``app.py``."""
-    if "selection" in st.session_state:
-        return
+    if "selection" in st.session_state or st.session_state.get("_through_app_tried"):
+        return  # (tried once: should Streamlit rename its switch, the page shows its error, no loop)
+    st.session_state["_through_app_tried"] = True
     from streamlit.runtime.pages_manager import PagesManager  # the legacy mode's switch (no public API)
 
     PagesManager.uses_pages_directory = False

@@ -255,7 +255,9 @@ def _run_group(jobs: list[_GridJob], store, device, report, cancel, reuse, memor
         for job in active:
             job.result.seconds = time.perf_counter() - report.start
             job.result.status, job.finished = Status.DONE, True
-            life.done(job.run_id, seconds=job.result.seconds, summary=summarize(job.result))
+            # The seconds are the shared pass's, for every grid in it: grids_in_job says how many shared them.
+            life.done(job.run_id, seconds=job.result.seconds,
+                      summary={**summarize(job.result), "grids_in_job": len(active)})
         report("done", 1.0, "finished")
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from core import paths
 from core.models import sources, zoo
-from core.progress import Status
 from core.runs import service
 from core.runs.store import Store
 
@@ -45,9 +44,9 @@ def install(store: Store, files=BUNDLE_FILES) -> list[str]:
             if not (_of_bundled_zoo(grid["sender"]) and _of_bundled_zoo(grid["receiver"])):
                 continue
             identity = service.identity("grid", _current_defaults(grid["config"]), device_type)
-            if store.find_run("grid", identity) is not None:
-                continue
-            added.append(_store_grid(store, identity, grid, {**made_with, "key": key}))
+            run_id = _store_grid(store, identity, grid, {**made_with, "key": key})
+            if run_id is not None:
+                added.append(run_id)
     return added
 
 
@@ -102,16 +101,14 @@ def _of_bundled_zoo(name: str) -> bool:
         return False
 
 
-def _store_grid(store: Store, identity: dict, grid: dict, made_with: dict) -> str:
-    run_id = store.create_run("grid", identity, name=f"bundled: {made_with['key']}")
+def _store_grid(store: Store, identity: dict, grid: dict, made_with: dict) -> str | None:
     reasons = grid.get("reasons", {})
-    store.put_cells(run_id, [(i, j, grid["status"][r][c], grid["accuracy"][r][c],
-                              {"reason": reasons[f"{i} -> {j}"]} if reasons.get(f"{i} -> {j}") else {})
-                             for r, i in enumerate(grid["sender_layers"])
-                             for c, j in enumerate(grid["receiver_layers"]) if grid["status"][r][c] != "missing"])
+    cells = [(i, j, grid["status"][r][c], grid["accuracy"][r][c],
+              {"reason": reasons[f"{i} -> {j}"]} if reasons.get(f"{i} -> {j}") else {})
+             for r, i in enumerate(grid["sender_layers"])
+             for c, j in enumerate(grid["receiver_layers"]) if grid["status"][r][c] != "missing"]
     summary = {k: grid.get(k) for k in ("sender_layers", "receiver_layers", "sender_shapes", "receiver_shapes",
                                         "sender_accuracy", "receiver_accuracy", "reference_accuracy")}
-    store.update_run(run_id, status=Status.DONE, seconds=grid.get("seconds") or 0.0,
-                     summary={**summary, "bundled": made_with},
-                     message=f"bundled with StitchLab: {made_with.get('command')} on {made_with.get('device')}")
-    return run_id
+    return store.import_run("grid", identity, f"bundled: {made_with['key']}", cells,
+                            {**summary, "bundled": made_with}, grid.get("seconds") or 0.0,
+                            f"bundled with StitchLab: {made_with.get('command')} on {made_with.get('device')}")

@@ -25,7 +25,9 @@ _CELLS, _TRAIN, _TEST = 45, 2000, 1000
 _LSTSQ_S = 0.55 * 15.2  # the least-squares pass over the training images
 _SCORE_S = 0.45 * 15.2  # scoring every stitch on the test images
 _EPOCH_S = 0.72 * 65.0  # one epoch of task-loss training
-_TRAIN_IMAGES, _TEST_IMAGES = 60_000, 10_000  # Fashion-MNIST, what "every image" means
+# What "every image" means: Fashion-MNIST's split (CIFAR-10 has 50,000 training images: a sixth less).
+_TRAIN_IMAGES = {"fashion-mnist": 60_000, "cifar10": 50_000}
+_TEST_IMAGES = 10_000
 _SAME = ("mode", "epochs", "batch_size", "train_limit", "eval_limit", "dataset", "lstsq_rows")
 
 
@@ -65,8 +67,8 @@ def _from_history(store: Store, config: dict, device_type: str) -> tuple[float, 
                 or any(c.get(k) != config.get(k) for k in _SAME) or not run.get("seconds"):
             continue
         n = len(summary.get("sender_layers") or []) * len(summary.get("receiver_layers") or [])
-        if n:
-            rates.append(run["seconds"] / n)
+        if n:  # grids run together (a grid and its controls) share one pass and its seconds
+            rates.append(run["seconds"] / summary.get("grids_in_job", 1) / n)
         if len(rates) == 5:
             break
     return (statistics.median(rates), len(rates)) if rates else None
@@ -74,7 +76,7 @@ def _from_history(store: Store, config: dict, device_type: str) -> tuple[float, 
 
 def _cpu_reference(config: dict) -> float:
     """Seconds per cell on 2 CPU cores, from the measured Quick-budget figures."""
-    train = (config.get("train_limit") or _TRAIN_IMAGES) / _TRAIN
+    train = (config.get("train_limit") or _TRAIN_IMAGES.get(config.get("dataset"), 60_000)) / _TRAIN
     test = (config.get("eval_limit") or _TEST_IMAGES) / _TEST
     mode = config.get("mode", "train")
     seconds = _SCORE_S * test

@@ -10,7 +10,9 @@ random controls by seed); a ``folder:`` dataset can change under its name and is
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from importlib import metadata
 
 from core.models import sources
 from core.runs.store import Store, config_hash
@@ -28,13 +30,18 @@ def key_of(name: str, dataset: str, eval_limit: int | None, device_type: str, la
     model = sources.parse(name)
     if model.source not in ("zoo/", "paper/", "file:"):
         return None
+    # torch's version too: a random control's weights come from torch's seeded initialisation
     return {"weights": sources.fingerprint(name), "model": str(model), "dataset": dataset, "images": eval_limit,
-            "device_type": device_type, "layout": list(layout)}
+            "device_type": device_type, "layout": list(layout), "torch": metadata.version("torch")}
 
 
 def get(store: Store, key: dict) -> float | None:
-    with _tables(store).connect() as conn:
-        row = conn.execute("SELECT accuracy FROM reference_scores WHERE key = ?", (config_hash(key),)).fetchone()
+    try:
+        with _tables(store).connect() as conn:
+            row = conn.execute("SELECT accuracy FROM reference_scores WHERE key = ?", (config_hash(key),)).fetchone()
+    except sqlite3.OperationalError:  # the store file was replaced under a long-lived worker: score again
+        _READY.discard(str(store.path))
+        return None
     return None if row is None else row[0]
 
 

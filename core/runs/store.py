@@ -170,6 +170,25 @@ class Store:
             row = conn.execute(query, (kind, *hashes, *(statuses or ()))).fetchone()
         return _run_dict(row) if row else None
 
+    def import_run(self, kind: str, identity: dict, name: str, cells: list[tuple], summary: dict, seconds: float,
+                   message: str) -> str | None:
+        """Store a run computed elsewhere, finished, with its cells ``(sender_layer, receiver_layer,
+        status, accuracy, details)``, in one transaction: never half written, and two processes
+        importing it at once store it once. None (nothing written) when this identity has a run."""
+        run_id, now = uuid.uuid4().hex[:12], time.time()
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE kind = ? AND config_hash = ?",
+                            (kind, config_hash(identity))).fetchone():
+                return None
+            conn.execute("INSERT INTO runs (id, kind, name, config_hash, config, status, message, summary, seconds, "
+                         "created, updated) VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?)",
+                         (run_id, kind, name, config_hash(identity), json.dumps(identity, sort_keys=True), message,
+                          json.dumps(summary, sort_keys=True), seconds, now, now))
+            conn.executemany("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(run_id, i, j, status, accuracy, json.dumps(details or {}, sort_keys=True), None, now)
+                              for i, j, status, accuracy, details in cells])
+        return run_id
+
     def get_run(self, run_id: str) -> dict:
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -214,16 +233,6 @@ class Store:
                          (run_id, sender_layer, receiver_layer, status, accuracy,
                           json.dumps(details or {}, sort_keys=True), stitch, time.time()))
             conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
-
-    def put_cells(self, run_id: str, cells: list[tuple[str, str, str, float | None, dict | None]]) -> None:
-        """Commit many cells ``(sender_layer, receiver_layer, status, accuracy, details)`` in one
-        transaction (one disk sync instead of one a cell: results imported whole)."""
-        now = time.time()
-        with self.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             [(run_id, i, j, status, accuracy, json.dumps(details or {}, sort_keys=True), None, now)
-                              for i, j, status, accuracy, details in cells])
-            conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (now, run_id))
 
     def cells(self, run_id: str, with_details: bool = True) -> list[dict]:
         columns = "sender_layer, receiver_layer, status, accuracy" + (", details" if with_details else "")
