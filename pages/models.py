@@ -5,6 +5,7 @@ import streamlit as st
 from core.models import catalog, sources
 from core.models.uploads import UploadExists, default_name, save_upload
 from ui import navigation
+from ui.text import plain
 
 navigation.through_app()
 
@@ -44,9 +45,9 @@ def add(replace: bool) -> None:
     except UploadExists as exc:  # asked below, on this run and the next, until Replace or Keep is clicked
         st.session_state.models_replacing = (upload.file_id, label, exc.name)
     except ValueError as exc:  # CheckpointError is one; importing it here would import torch on first paint
-        st.error(f"Could not add {upload.name}: {exc}")
+        st.error(f"Could not add {plain(upload.name)}: {plain(exc)}")
     else:
-        st.success(f"Added **{added}**: pick it as sender or receiver in the sidebar.")
+        st.success(f"Added **{plain(added)}**: pick it as sender or receiver in the sidebar.")
 
 
 if st.button("Add checkpoint", disabled=upload is None):
@@ -57,7 +58,7 @@ if asking and (upload is None or asking[:2] != (upload.file_id, label)):  # anot
 if asking:
     question = st.empty()
     with question.container():
-        st.warning(f"A checkpoint named **{asking[2]}** exists already. Replace it with "
+        st.warning(f"A checkpoint named **{plain(asking[2])}** exists already. Replace it with "
                    f"{upload.name}? Runs of the old weights stay stored. Or change the Name to keep both.")
         yes, no = st.columns(2)
         replace = yes.button("Replace", key="models_replace")
@@ -68,4 +69,4 @@ if asking:
         if replace:
             add(replace=True)
         else:
-            st.info(f"Kept the old **{asking[2]}**; nothing was added.")
+            st.info(f"Kept the old **{plain(asking[2])}**; nothing was added.")

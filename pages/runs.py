@@ -11,6 +11,7 @@ from ui import charts, compare, grid_view, grids, jobs, navigation
 from ui.analysis import stitch_cka_panel
 from ui.grids import grid_json, grid_rows, settings_of
 from ui.state import store
+from ui.text import plain
 
 navigation.through_app()
 
@@ -50,7 +51,7 @@ if run_id is None:
     st.stop()
 
 run = next(r for r in shown if r["id"] == run_id)
-st.subheader(f"Run {run['id']}" + (f" · {run['name']}" if run["name"] else ""))
+st.subheader(f"Run {run['id']}" + (f" · {plain(run['name'])}" if run["name"] else ""))
 name_col, action_col = st.columns([3, 1])
 new_name = name_col.text_input("Name", value=run["name"] or "", key=f"rename_{run['id']}")
 if action_col.button("Rename") and new_name != (run["name"] or ""):

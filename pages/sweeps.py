@@ -6,6 +6,7 @@ from ui import navigation
 from ui import sweeps as view
 from ui.grid_view import plot
 from ui.state import store
+from ui.text import plain
 
 navigation.through_app()
 
@@ -23,7 +24,7 @@ if not sweeps:
 ids = [s["id"] for s in sweeps]
 sweep_id = st.selectbox("Sweep (run id)", ids, key="sweep", bind="query-params")
 chosen = next(s for s in sweeps if s["id"] == sweep_id)
-st.caption(f"{chosen['name'] or 'unnamed'} · {chosen['status']}")
+st.caption(f"{plain(chosen['name'] or 'unnamed')} · {chosen['status']}")
 view.progress(sweep_id)
 with st.expander("Grids"):
     st.dataframe(view.grids_table(sweep_id), hide_index=True)

@@ -26,6 +26,8 @@ def _zoo_bytes(key: str) -> bytes:
 
 
 def _one_clean_line(message: str) -> str:
+    """The message as the reader sees it: the page escapes Markdown in it (ui.text.plain)."""
+    message = re.sub(r"\\(.)", r"\1", message)
     assert "\n" not in message and not INTERNALS.search(message), message
     return message
 

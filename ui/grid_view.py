@@ -9,6 +9,7 @@ from core.runs import bundled
 
 from . import charts, presenter
 from .grids import cell
+from .text import plain
 
 # px: the main area of a 1280-px-wide window in presenter mode, which hides the sidebar (measured in Chromium)
 PRESENTER_PAGE_WIDTH = 1216
@@ -98,7 +99,7 @@ def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:
     details = found["details"]
     if found["status"] != "done":
         label = "not stitchable" if found["status"] == "not_stitchable" else "failed"
-        st.warning(f"{i} → {j}: {label}. {details.get('reason', '')}")
+        st.warning(f"{i} → {j}: {label}. {plain(details.get('reason', ''))}")
         return
     acc, ref = found["accuracy"], grid.get("reference_accuracy")
     a, b, c, d = st.columns(4)

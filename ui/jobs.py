@@ -15,6 +15,7 @@ from core.progress import Status
 from core.runs import jobs
 
 from .state import session_id, store
+from .text import plain
 
 
 def submit(kind: str, configs: list[dict], device: str) -> bool:
@@ -130,5 +131,5 @@ def show_errors() -> None:
     for job in st.session_state.pop("job_errors", []):
         # The engine's neutral words for a missing GPU, in the dashboard's terms.
         message = (job["message"] or "").replace(DeviceUnavailable.FIX, "pick cpu or auto as Device in the sidebar")
-        st.error(f"{_describe(job)} failed: {message}")
+        st.error(f"{plain(_describe(job))} failed: {plain(message)}")
 

@@ -17,6 +17,8 @@ from core.models import catalog, sources
 from core.runs import bundled
 from core.runs.store import Store, StoreError
 
+from .text import plain
+
 DATASETS = ["fashion-mnist", "cifar10"]
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -73,8 +75,8 @@ def _model_options() -> list[str]:
                                  f"{model.base} ...); the dashboard offers the zoo, paper/ models and uploads")
             names.append(value)
         except ValueError as exc:
-            st.sidebar.warning(f"The link's {key} {value!r} is not offered here: {exc}. Showing another model "
-                               f"instead: pick one below, or add a checkpoint on the Models page.")
+            st.sidebar.warning(f"The link's {key} {plain(repr(value))} is not offered here: {plain(exc)}. Showing "
+                               f"another model instead: pick one below, or add a checkpoint on the Models page.")
     return names
 
 
