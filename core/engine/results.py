@@ -64,6 +64,20 @@ class GridConfig:
             raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.control not in CONTROLS:
             raise ValueError(f"unknown control {self.control!r}: choose one of {', '.join(CONTROLS)}")
+        # NaN passes every comparison and inf overflows a step count: refused, never run "done" at chance.
+        for name in ("epochs", "lr", "momentum", "weight_decay"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be at least 0 and below 1, got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight-decay must not be negative, got {self.weight_decay}")
+        for name in ("sender_layers", "receiver_layers"):
+            layers = getattr(self, name) or []
+            twice = sorted({layer for layer in layers if layers.count(layer) > 1})
+            if twice:
+                raise ValueError(f"{name.replace('_', '-')} names {', '.join(twice)} more than once; "
+                                 "name each layer once")
         if self.epochs <= 0 and self.mode != "lstsq":
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         for name in ("batch_size", "lstsq_rows", "lstsq_images"):
