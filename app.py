@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from ui import navigation, presenter
+from ui import grids, navigation, presenter
 from ui.state import sidebar
 
 st.set_page_config(page_title="StitchLab", page_icon=":material/join:", layout="wide")
 
 page = st.navigation(list(navigation.pages().values()))
+grids.apply_pending_settings()
 st.session_state.selection = sidebar()
 presenter.apply()
 page.run()

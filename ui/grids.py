@@ -96,10 +96,16 @@ def use_settings(settings: dict) -> None:
 
     Not ``st.switch_page(query_params=...)``: those keys are bound to the URL and Streamlit
     refuses code that sets a bound parameter (every "Open" crashed). The widgets write the URL."""
-    for key in ("s_layers", "r_layers", "controls"):  # unset ones must not keep the last grid's
-        st.session_state[key] = []
-    for key, value in settings.items():
-        st.session_state[key] = value
+    settings = {"s_layers": [], "r_layers": [], "controls": [], **settings}  # unset ones: not the last grid's
+    st.session_state.update(settings)
+    # Put again at the start of the next run (app.py, before the sidebar): a page switch that
+    # empties the URL can reset the sidebar's URL-bound widgets to their defaults in between.
+    st.session_state["_settings_to_apply"] = settings
+
+
+def apply_pending_settings() -> None:
+    """Called by app.py before any widget: settings :func:`use_settings` left for this run."""
+    st.session_state.update(st.session_state.pop("_settings_to_apply", {}))
 
 
 def bundled_settings(sender: str, receiver: str, dataset: str = "fashion-mnist") -> dict | None:
