@@ -45,3 +45,14 @@ def store(tmp_path):
     from core.runs.store import Store
 
     return Store(tmp_path / "results.sqlite3")
+
+
+@pytest.fixture
+def app_db(tmp_path, monkeypatch):
+    """An empty store for AppTest pages; jobs stay queued (no worker process): a test runs them."""
+    from core.runs import jobs
+
+    db = tmp_path / "app.sqlite3"
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)
+    return db

@@ -25,14 +25,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def app_db(tmp_path, monkeypatch):
-    db = tmp_path / "app.sqlite3"
-    monkeypatch.setenv("STITCHLAB_DB", str(db))
-    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)  # jobs stay queued; a test runs them
-    return db
-
-
-@pytest.fixture
 def scored(monkeypatch):
     """The receiver's answers on the test set, as stored by the worker's "predictions" job: labels
     0..9 in turn, every answer right but test image 42's (a pullover taken for a dress)."""

@@ -34,14 +34,6 @@ def material():
     return found
 
 
-@pytest.fixture
-def app_db(tmp_path, monkeypatch):
-    db = tmp_path / "app.sqlite3"
-    monkeypatch.setenv("STITCHLAB_DB", str(db))
-    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)  # jobs stay queued; a test runs them
-    return db
-
-
 def _page(path: str, **params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     for key, value in params.items():
