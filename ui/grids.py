@@ -193,9 +193,7 @@ def run_label(run: dict, with_pair: bool = False) -> str:
     parts = [f"{config['sender']} → {config['receiver']}"] if with_pair else []
     parts += [recipe.label if recipe else _mode_words(config),
               CONTROL_LABELS.get(config.get("control", "none"), "real networks")]
-    train, test = config.get("train_limit"), config.get("eval_limit")
-    parts.append("every image" if train is None and test is None else
-                 f"{_count(train)} training / {_count(test)} test images")
+    parts.append(training_and_test_words(config.get("train_limit"), config.get("eval_limit"), "every image"))
     if config.get("sender_layers") or config.get("receiver_layers") or config.get("pairs"):
         parts.append("some layers")
     made = bundled.provenance(run)
@@ -280,6 +278,11 @@ def _mode_words(config: dict) -> str:
     epochs = f"{config.get('epochs', 1):g} epoch" + ("" if config.get("epochs", 1) == 1 else "s")
     return {"lstsq": "least squares", "lstsq+train": f"least squares + {epochs} of training"}.get(
         config.get("mode"), f"task-trained {epochs}")
+
+
+def training_and_test_words(train: int | None, test: int | None, every: str) -> str:
+    """A grid's image budget in a sentence: ``2,000 training / 1,000 test images``, or ``every``."""
+    return every if train is None and test is None else f"{_count(train)} training / {_count(test)} test images"
 
 
 def _count(limit: int | None, every: str = "every") -> str:

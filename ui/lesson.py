@@ -9,7 +9,7 @@ from core.runs import recipes
 
 from . import charts, lesson_text, navigation, presenter
 from .grid_view import plot
-from .grids import settings_of, use_settings
+from .grids import settings_of, training_and_test_words, use_settings
 
 PROJECTOR_CSS = """
 <style>
@@ -117,11 +117,5 @@ def run_yourself(grid: dict, made_with: dict) -> None:
 
 
 def _images(budget: recipes.Budget) -> str:
-    train, test = (budget.settings.get(k) for k in ("train_limit", "eval_limit"))
-    if train is None and test is None:
-        return "every training and test image"
-    return f"{_count(train)} training / {_count(test)} test images"
-
-
-def _count(limit: int | None) -> str:
-    return "every" if limit is None else f"{limit:,}"
+    return training_and_test_words(budget.settings.get("train_limit"), budget.settings.get("eval_limit"),
+                                   "every training and test image")

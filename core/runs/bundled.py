@@ -21,7 +21,7 @@ from pathlib import Path
 
 from core import paths
 from core.models import sources, zoo
-from core.runs import service
+from core.runs import recipes, service
 from core.runs.store import Store
 
 __all__ = ["BUNDLE_FILES", "install", "provenance", "seed_diagonal"]
@@ -61,7 +61,7 @@ def seed_diagonal(store: Store, recipe_config: dict) -> dict | None:
     network with the same recipe, at matching layers (a stitch that cannot join a network to its
     own second seed says nothing about two different networks). ``{"sender", "receiver",
     "receiver_accuracy", "cells": [(layer, accuracy), ...]}``, or None without such a grid."""
-    settings = ("mode", "epochs", "lr", "momentum", "batch_size", "weight_decay", "train_limit", "eval_limit")
+    settings = recipes.RECIPE_SETTINGS + recipes.BUDGET_SETTINGS
     for run in store.list_runs(kind="grid"):
         config, bundled = run["config"], provenance(run)
         if not bundled or config.get("control", "none") != "none" or \

@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass
 
 from core.engine.results import GridConfig
 
-__all__ = ["Recipe", "Budget", "RECIPES", "BUDGETS", "grid_config", "recipe_of"]
+__all__ = ["Recipe", "Budget", "RECIPES", "BUDGETS", "RECIPE_SETTINGS", "BUDGET_SETTINGS", "grid_config", "recipe_of"]
+
+# The GridConfig fields a recipe sets, and those a budget sets: two grids with equal values here
+# were made the same way.
+RECIPE_SETTINGS = ("mode", "epochs", "lr", "momentum", "batch_size", "weight_decay")
+BUDGET_SETTINGS = ("train_limit", "eval_limit")
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def recipe_of(config: dict) -> tuple[Recipe | None, Budget | None]:
 
 
 def _training_defaults(defaults: dict) -> dict:
-    return {k: defaults[k] for k in ("mode", "epochs", "lr", "momentum", "batch_size", "weight_decay")}
+    return {k: defaults[k] for k in RECIPE_SETTINGS}
 
 
 def _pick(table: dict, name: str, what: str):
