@@ -117,9 +117,9 @@ def test_cka_beside_the_grid(server, page):
     pair = "sender=zoo/resnet_1111-s0&receiver=zoo/resnet_1111-s1"
     _grid_stored(page, url, pair)
     page.goto(url + f"/cka?{pair}&cka_images=1000")
-    _ready(page, "CKA: do the layers represent the images alike?")
-    page.get_by_role("button", name="Compute CKA").click()
-    page.get_by_text("Spearman rank correlation").first.wait_for(timeout=300_000)
+    _ready(page, "Similarity: do the layers represent the images alike?")
+    page.get_by_role("button", name="Compute").click()
+    page.get_by_text("Which measure agrees with stitching?").first.wait_for(timeout=300_000)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "cka.png"), full_page=True)
     assert page.locator(".js-plotly-plot").count() >= 3  # CKA, the stitching grid beside it, the scatter

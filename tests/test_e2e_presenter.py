@@ -57,9 +57,9 @@ pytestmark = pytest.mark.e2e
 
 
 def _fill_store(db: Path) -> None:
-    """What the pages show: the Stitching page's default grid for PAIR, its CKA, and a small sweep."""
+    """What the pages show: the Stitching page's default grid for PAIR, its linear CKA, and a small sweep."""
     from core.engine.grid import run_grid
-    from core.runs.cka_runs import cka_config, run_cka
+    from core.runs.similarity_runs import run_similarity, similarity_configs
     from core.runs.store import Store
     from core.runs.sweep import run_sweep
     from ui.grids import BUDGETS, grid_config
@@ -68,7 +68,8 @@ def _fill_store(db: Path) -> None:
     store = Store(db)
     selection = Selection("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", "fashion-mnist", "cpu")
     run_grid(grid_config(selection, [], [], next(iter(RECIPES)), next(iter(BUDGETS))), store=store, device="cpu")
-    run_cka(cka_config(selection.sender, selection.receiver, limit=CKA_IMAGES), store, device="cpu")
+    run_similarity(similarity_configs(selection.sender, selection.receiver, ["linear-cka"], limit=CKA_IMAGES), store,
+                   device="cpu")
     run_sweep(TINY_SWEEP, store, device="cpu", name="tiny")
 
 

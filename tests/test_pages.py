@@ -139,9 +139,9 @@ def test_compute_cka_twice_queues_one_job(app, stored):
     app.switch_page("pages/cka.py")
     app.run()
     for _ in range(2):
-        next(b for b in app.button if b.label == "Compute CKA").click().run()
+        next(b for b in app.button if b.label == "Compute").click().run()
         _no_trouble(app)
-    queued = [j for j in jobs.list_jobs(Store(db), active_only=True) if j["kind"] == "cka"]
+    queued = [j for j in jobs.list_jobs(Store(db), active_only=True) if j["kind"] == "similarity"]
     assert len(queued) == 1
     jobs.cancel(Store(db), queued[0]["id"])
 

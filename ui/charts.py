@@ -332,22 +332,60 @@ def curve_figure(curve: list[list[float]]) -> go.Figure:
 def cka_heatmap(cka: dict, font_size: int = 12, width: int = PAGE_WIDTH,
                 max_grid_height: int = MAX_GRID_HEIGHT) -> go.Figure:
     """A CKA matrix (``CkaResult.to_json()``) drawn like the stitching heatmap, ``width`` px wide."""
-    return layer_grid(cka["cka"], cka["layers_a"], cka["layers_b"], title=f"CKA ({cka.get('kernel', 'linear')})",
-                      row_title=f"{cka['model_a']} · layer i", col_title=f"{cka['model_b']} · layer j",
-                      colorbar="CKA", zrange=(0.0, 1.0), hover_name="CKA", font_size=font_size, width=width,
-                      max_grid_height=max_grid_height)
+    return similarity_heatmap(cka["cka"], cka["layers_a"], cka["layers_b"], cka["model_a"], cka["model_b"], "CKA",
+                              title=f"CKA ({cka.get('kernel', 'linear')})", zrange=(0.0, 1.0), font_size=font_size,
+                              width=width, max_grid_height=max_grid_height)
 
 
-def agreement_scatter(points: list[dict]) -> go.Figure:
-    """CKA against stitched accuracy, one point per cell (``{"cell", "cka", "accuracy"}``)."""
+def similarity_heatmap(matrix, layers_a, layers_b, model_a: str, model_b: str, label: str,
+                       higher_is_similar: bool = True, title: str | None = None, zrange="auto", font_size: int = 12,
+                       width: int = PAGE_WIDTH, max_grid_height: int = MAX_GRID_HEIGHT) -> go.Figure:
+    """A layer x layer similarity matrix (rows: ``model_a``'s layers) drawn like the stitching heatmap,
+    ``width`` px wide, titled ``title`` (default ``label``).
+
+    ``zrange`` ``"auto"``: values all within [0, 1] (up to rounding) get the fixed scale 0 to 1
+    (indices of that range then compare across figures), others span their own range; or a
+    ``(low, high)`` pair, or None for the values' own range. A distance (``higher_is_similar``
+    False) gets the reversed scale, so similar layers are the bright cells under every index, and
+    says so on its colour bar."""
+    if zrange == "auto":
+        finite = [v for row in matrix for v in row if v is not None and math.isfinite(v)]
+        zrange = (0.0, 1.0) if finite and min(finite) >= -1e-9 and max(finite) <= 1 + 1e-9 else None
+    colorbar = label if higher_is_similar else f"{label}: a distance, lower = more similar (scale reversed)"
+    return layer_grid(matrix, layers_a, layers_b, title=title or label, row_title=f"{model_a} · layer i",
+                      col_title=f"{model_b} · layer j", colorbar=colorbar,
+                      scale="Viridis" if higher_is_similar else "Viridis_r", zrange=zrange,
+                      hover_name=label, font_size=font_size, width=width, max_grid_height=max_grid_height)
+
+
+def measure_heatmap(similarity: dict, name: str, **kwargs) -> go.Figure:
+    """Index ``name`` of a similarity result (``SimilarityResult.to_json()``); ``kwargs`` as in
+    :func:`similarity_heatmap`."""
+    measure = similarity["measures"][name]
+    return similarity_heatmap(measure["matrix"], similarity["layers_a"], similarity["layers_b"],
+                              similarity["model_a"], similarity["model_b"], measure["label"],
+                              measure["higher_is_similar"], **kwargs)
+
+
+def agreement_scatter(points: list[dict], value: str = "cka", label: str = "CKA",
+                      higher_is_similar: bool = True) -> go.Figure:
+    """An index against stitched accuracy, one point per cell (``{"cell", value, "accuracy"}``).
+    Values all within [0, 1] get that axis (figures then compare), others their own range; a
+    distance's axis runs right to left, so agreement reads as a rising cloud under every index."""
     fig = go.Figure(go.Scatter(
-        x=[p["cka"] for p in points], y=[p["accuracy"] for p in points], mode="markers",
+        x=[p[value] for p in points], y=[p["accuracy"] for p in points], mode="markers",
         text=[p["cell"] for p in points], marker={"size": 10, "color": [p.get("depth_gap", 0) for p in points],
                                                    "colorscale": "RdBu", "cmid": 0,
                                                    "colorbar": {"title": "sender − receiver depth"}},
-        hovertemplate="%{text}<br>CKA %{x:.3f}<br>stitched accuracy %{y:.3f}<extra></extra>"))
-    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      xaxis={"title": "CKA (representational similarity)", "range": [-0.02, 1.02]},
+        hovertemplate=f"%{{text}}<br>{label} %{{x:.3f}}<br>stitched accuracy %{{y:.3f}}<extra></extra>"))
+    x_axis = {"title": f"{label} (representational similarity)" if higher_is_similar
+              else f"{label} (a distance: axis reversed, more similar to the right)"}
+    values = [p[value] for p in points]
+    if values and min(values) >= -1e-9 and max(values) <= 1 + 1e-9:
+        x_axis["range"] = [-0.02, 1.02] if higher_is_similar else [1.02, -0.02]
+    elif not higher_is_similar:
+        x_axis["autorange"] = "reversed"
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis=x_axis,
                       yaxis={"title": "stitched accuracy (functional similarity)", "range": [0, 1.02]})
     return fig
 

@@ -123,6 +123,9 @@ def _describe(job: dict) -> str:
         return f"{first['sender']} → {first['receiver']}, {first.get('mode', 'train')}{more}"
     if job["kind"] == "cka":
         return f"CKA {first.get('model_a')} vs {first.get('model_b')}"
+    if job["kind"] == "similarity":
+        measures = ", ".join(dict.fromkeys(m for c in configs for m in c.get("measures", [])))
+        return f"Similarity ({measures}) {first.get('model_a')} vs {first.get('model_b')}"
     return job["kind"]
 
 

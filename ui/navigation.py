@@ -15,7 +15,8 @@ def pages() -> dict[str, st.Page]:
     # Material icons ship with Streamlit's frontend (emoji would need fonts a classroom PC may lack).
     return {
         "stitching": st.Page("pages/stitching.py", title="Stitching", icon=":material/join:", default=True),  # at /
-        "cka": st.Page("pages/cka.py", title="CKA", icon=":material/compare_arrows:", url_path="cka"),
+        # The Similarity page grew from the CKA page: its file and URL (/cka) stay, so old links open it.
+        "cka": st.Page("pages/cka.py", title="Similarity", icon=":material/compare_arrows:", url_path="cka"),
         "attributions": st.Page("pages/attributions.py", title="Attributions", icon=":material/visibility:",
                                 url_path="attributions"),
         "models": st.Page("pages/models.py", title="Models", icon=":material/neurology:", url_path="models"),

@@ -10,7 +10,7 @@ service, :mod:`core.runs.service`, re-exported here)::
 
 Its modules: ``store`` (results in SQLite), ``jobs`` (the queue and its worker), ``lifecycle``
 (a run's states, written once), ``recipes`` (named grid settings), the kinds of computation
-(``cka_runs``, ``analysis``; grids live in :mod:`core.engine.grid`), ``sweep`` with
+(``cka_runs``, ``similarity_runs``, ``analysis``; grids live in :mod:`core.engine.grid`), ``sweep`` with
 ``sweep_tracking`` and the Ray executor ``sweep_ray``, and ``lesson`` (the Lesson's material).
 """
 

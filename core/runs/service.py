@@ -203,6 +203,21 @@ def _cka_kind() -> Kind:
                 cka_runs.load_cka)
 
 
+def _similarity_execute(store, configs, options, progress, cancel) -> str | None:
+    from core.runs.similarity_runs import run_similarity
+
+    run_ids = run_similarity(configs, store, options.get("device", "auto"), progress, cancel, options.get("name"))
+    return run_ids[0] if run_ids else None
+
+
+def _similarity_kind() -> Kind:
+    from core.runs import similarity_runs
+
+    return Kind("similarity", similarity_runs.similarity_config_of,
+                lambda config, _device: similarity_runs.similarity_identity(config), _similarity_execute,
+                similarity_runs.load_similarity)
+
+
 def _analysis_kind(name: str, make_config: str, run: str) -> Kind:
     """A kind of :mod:`core.runs.analysis` (predictions, attributions, stitch-cka)."""
     from core.runs import analysis as analysis_runs
@@ -219,6 +234,7 @@ def _analysis_kind(name: str, make_config: str, run: str) -> Kind:
 
 register(Kind("grid", _grid_normalize, _grid_identity, _grid_execute, _grid_load, device_bound=True))
 register(_cka_kind())
+register(_similarity_kind())
 register(_analysis_kind("predictions", "predictions_config", "run_predictions"))
 register(_analysis_kind("attributions", "attributions_config", "run_attributions"))
 register(_analysis_kind("stitch-cka", "stitch_cka_config", "run_stitch_cka"))
