@@ -14,11 +14,16 @@ so a checkpoint can carry its own architecture in its metadata.
 
 from __future__ import annotations
 
+import json
+import math
+import re
+
 import torch
 import torchvision
 from torch import nn
 
-__all__ = ["build_architecture", "SmallResNet", "VGGStyle", "ARCHITECTURES"]
+__all__ = ["build_architecture", "check_config", "state_shapes", "input_channels", "SmallResNet", "VGGStyle",
+           "ARCHITECTURES", "MAX_STATE_NUMBERS"]
 
 
 class BasicBlock(nn.Module):
@@ -135,7 +140,18 @@ def _torchvision_model(name: str, num_classes: int = 1000, in_channels: int = 3,
             f"unknown torchvision architecture {name!r}: choose one of torchvision.models.list_models(), "
             f"e.g. {', '.join(available[:5])}, ..."
         )
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except NotImplementedError:  # laid out on the meta device: see _lay_out
+        raise
+    except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError) as exc:
+        if not kwargs:
+            raise
+        # torchvision's reason names its own functions ("_vision_transformer() got multiple values ...").
+        bad = re.search(r"(?:unexpected keyword argument|multiple values for keyword argument) '(\w+)'", str(exc))
+        key = f"kwargs.{bad.group(1)}" if bad else "kwargs"
+        raise ValueError(f"config key '{key}' is not a setting torchvision's {name} accepts with these values "
+                         f"({_shown(kwargs)})") from None
     if in_channels != 3 or small_input:
         parent, attr, conv = _first_conv(model)
         stride = 1 if small_input else conv.stride
@@ -166,13 +182,139 @@ ARCHITECTURES = {
         **cfg.get("kwargs", {})),
 }
 
+# A network is built only if its parameters and buffers hold at most this many numbers (4 GB in
+# float32): above torchvision's largest classifiers (vit_h_14, regnet_y_128gf: about 650 million),
+# far below what a forged config can ask for (width 100000 is 90 billion in one convolution).
+MAX_STATE_NUMBERS = 1_000_000_000
+
+# What each key of a config may hold. The bounds are far above any network StitchLab compares
+# (the paper's ResNets have 1 or 2 blocks per stage at width 64) and low enough that even laying
+# out a network's shapes (on the meta device, which allocates nothing) stays instant.
+_MAX_CHANNELS = 4096
+_MAX_BLOCKS = 64
+_MAX_STAGES = 16
+_MAX_IN_CHANNELS = 256
+_MAX_CLASSES = 100_000
+_MAX_KWARG = 100_000  # a torchvision keyword's number (width_mult, dropout, stem_width, ...)
+_KEYS = {
+    "resnet": ("arch", "blocks", "width", "in_channels", "num_classes"),
+    "vgg": ("arch", "stages", "in_channels", "num_classes"),
+    "torchvision": ("arch", "name", "num_classes", "in_channels", "small_input", "kwargs"),
+}
+_DEFAULT_IN_CHANNELS = {"resnet": 1, "vgg": 1, "torchvision": 3}
+
+
+def _shown(value) -> str:
+    """A value as JSON, cut short: what the message shows of what it got."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=lambda v: type(v).__name__)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_whole(config: dict, key: str, high: int) -> None:
+    if key in config and not _whole(config[key], 1, high):
+        raise ValueError(f"config key '{key}' must be a whole number from 1 to {high:,}, got {_shown(config[key])}")
+
+
+def _check_kwargs(kwargs) -> None:
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"config key 'kwargs' must be an object of torchvision keyword arguments such as "
+                         f'{{"width_mult": 0.5}}, got {_shown(kwargs)}')
+    for key, value in kwargs.items():
+        if key in ("weights", "num_classes", "progress"):
+            raise ValueError(f"config key 'kwargs.{key}' cannot be set: StitchLab sets it"
+                             + (" (use the config's own 'num_classes')" if key == "num_classes" else ""))
+        for item in value if isinstance(value, list) and len(value) <= 16 else [value]:
+            number = isinstance(item, (int, float)) and not isinstance(item, bool)
+            if not (item is None or isinstance(item, (bool, str)) or number) or (
+                    number and not (math.isfinite(item) and abs(item) <= _MAX_KWARG)):
+                raise ValueError(f"config key 'kwargs.{key}' must be a finite number up to {_MAX_KWARG:,}, a word, "
+                                 f"true/false or a short list of those, got {_shown(value)}")
+
+
+def check_config(config: dict) -> dict:
+    """Return ``config`` if every key is one its architecture takes, with a value of the right type
+    and size; else raise ``ValueError`` naming the first key that is not and what it should hold.
+
+    Nothing is built: this is what a checkpoint's metadata is held to before any memory is spent.
+    """
+    if not isinstance(config, dict) or "arch" not in config:
+        raise ValueError(f"an architecture config is an object with an 'arch' key such as "
+                         f'{{"arch": "resnet", "blocks": [1, 1, 1, 1]}}, got {_shown(config)}')
+    arch = config["arch"]
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {_shown(arch)}: choose one of {sorted(ARCHITECTURES)}")
+    unknown = [key for key in config if key not in _KEYS[arch]]
+    if unknown:
+        raise ValueError(f"config key '{unknown[0]}' is not a {arch} setting; the settings are "
+                         f"{', '.join(_KEYS[arch])}")
+    _check_whole(config, "in_channels", _MAX_IN_CHANNELS)
+    _check_whole(config, "num_classes", _MAX_CLASSES)
+    if arch == "resnet":
+        _check_whole(config, "width", _MAX_CHANNELS)
+        blocks = config.get("blocks", [1, 1, 1, 1])
+        if not isinstance(blocks, (list, tuple)) or len(blocks) != 4 or not all(_whole(b, 1, _MAX_BLOCKS)
+                                                                                for b in blocks):
+            raise ValueError(f"config key 'blocks' must be four whole numbers from 1 to {_MAX_BLOCKS} such as "
+                             f"[1, 1, 2, 2], got {_shown(blocks)}")
+    elif arch == "vgg":
+        stages = config.get("stages", [[32]])
+        if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= _MAX_STAGES or not all(
+                isinstance(stage, (list, tuple)) and 1 <= len(stage) <= _MAX_BLOCKS
+                and all(_whole(c, 1, _MAX_CHANNELS) for c in stage) for stage in stages):
+            raise ValueError(f"config key 'stages' must be 1 to {_MAX_STAGES} lists of channel counts (whole numbers "
+                             f"from 1 to {_MAX_CHANNELS}) such as [[32, 32], [64, 64]], got {_shown(stages)}")
+    else:
+        if not isinstance(config.get("name"), str):
+            raise ValueError(f"config key 'name' must name a torchvision architecture such as 'resnet18', got "
+                             f"{_shown(config.get('name'))}")
+        if "small_input" in config and not isinstance(config["small_input"], bool):
+            raise ValueError(f"config key 'small_input' must be true or false, got {_shown(config['small_input'])}")
+        _check_kwargs(config.get("kwargs", {}))
+    return config
+
+
+def input_channels(config: dict) -> int:
+    """The channels the network built from ``config`` takes (its architecture's default if unsaid)."""
+    return config.get("in_channels", _DEFAULT_IN_CHANNELS.get(config.get("arch"), 3))
+
+
+def _lay_out(config: dict) -> nn.Module | None:
+    """The network ``config`` builds, on the meta device (shapes, no memory); None for the few
+    torchvision models that compute with tensors while being built (the RegNets), whose size
+    their name fixes (their JSON keywords only reach the stem)."""
+    try:
+        with torch.device("meta"):
+            return ARCHITECTURES[config["arch"]](config)
+    except NotImplementedError:  # "Cannot copy out of meta tensor": a tensor's value was needed
+        return None
+
+
+def state_shapes(config: dict) -> tuple[str, dict[str, tuple[int, ...]]] | None:
+    """``(class name, {state dict key: shape})`` of the network ``config`` builds, found without
+    allocating its weights; None where that cannot be known without building it (see ``_lay_out``).
+    Raises ``ValueError`` naming a bad key (:func:`check_config`)."""
+    module = _lay_out(check_config(config))
+    if module is None:
+        return None
+    return type(module).__name__, {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
 
 def build_architecture(config: dict) -> nn.Module:
     """Build a randomly initialised model from a config such as
-    ``{"arch": "resnet", "blocks": [1, 1, 2, 2], "width": 16, "in_channels": 1}``."""
-    if not isinstance(config, dict) or "arch" not in config:
-        raise ValueError(f"an architecture config is a dict with an 'arch' key, got {config!r}")
-    arch = config["arch"]
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](config)
+    ``{"arch": "resnet", "blocks": [1, 1, 2, 2], "width": 16, "in_channels": 1}``.
+
+    The config is checked first (:func:`check_config`) and its size measured without allocating
+    anything: one holding over :data:`MAX_STATE_NUMBERS` numbers is refused with ``ValueError``."""
+    laid_out = state_shapes(config)
+    if laid_out is not None:
+        numbers = sum(math.prod(shape) for shape in laid_out[1].values())
+        if numbers > MAX_STATE_NUMBERS:
+            size = f"{numbers * 4 / 2**30:,.0f} GB" if numbers * 4 >= 2**30 else f"{numbers * 4 / 2**20:,.0f} MB"
+            raise ValueError(f"this config builds a network of {numbers:,} numbers ({size} in float32), over the "
+                             f"limit of {MAX_STATE_NUMBERS:,}: make it smaller (width, blocks, stages, num_classes "
+                             f"or kwargs)")
+    return ARCHITECTURES[config["arch"]](config)

@@ -5,12 +5,15 @@ A checkpoint from a stranger is data, never code: pickles are only ever opened w
 so a planted ``__reduce__`` payload is rejected before it runs.
 
 StitchLab's own checkpoints are safetensors files whose metadata carries the architecture
-config and input description (key ``stitchlab``), so ``file:PATH`` needs nothing else.
+config and input description (key ``stitchlab``), so ``file:PATH`` needs nothing else. A file
+is held to what it claims before any network is built (:func:`check_metadata`,
+:func:`build_from_state`), and weights holding NaN or infinities are refused when read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -23,7 +26,8 @@ from torch import nn
 
 from core.errors import CheckpointError
 
-__all__ = ["read_checkpoint", "save_checkpoint", "apply_state_dict", "max_upload_bytes", "CheckpointError"]
+__all__ = ["read_checkpoint", "save_checkpoint", "apply_state_dict", "build_from_state", "check_metadata",
+           "max_upload_bytes", "CheckpointError"]
 
 METADATA_KEY = "stitchlab"
 
@@ -60,8 +64,22 @@ def read_checkpoint(path: str | os.PathLike, name: str | None = None) -> tuple[d
     if size == 0:
         raise CheckpointError(f"checkpoint {name} is empty")
     if _is_safetensors(path):
-        return _read_safetensors(path, name)
-    return _read_torch(path, name), None
+        state, meta = _read_safetensors(path, name)
+    else:
+        state, meta = _read_torch(path, name), None
+    _refuse_non_finite(state, name)
+    return state, meta
+
+
+def _refuse_non_finite(state: dict[str, torch.Tensor], name: str) -> None:
+    """NaN or infinite weights load and run, and every stitch into them scores at chance as if it
+    worked: refused here, naming the first such tensor."""
+    broken = [key for key, value in state.items()
+              if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())]
+    if broken:
+        more = f" (and {len(broken) - 1} more tensors)" if len(broken) > 1 else ""
+        raise CheckpointError(f"{name} holds NaN or infinite weights in {broken[0]}{more}: the network is broken "
+                              f"(did its training diverge?); save weights that are all finite numbers")
 
 
 def _read_safetensors(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -78,9 +96,70 @@ def _read_safetensors(path: Path, name: str) -> tuple[dict[str, torch.Tensor], d
         try:
             meta = json.loads(metadata[METADATA_KEY])
         except json.JSONDecodeError:
-            raise CheckpointError(f"{name} has unreadable StitchLab metadata; save it again with "
-                                  f"safetensors.torch.save_file and pick its architecture when uploading") from None
+            meta = None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{name} has unreadable StitchLab metadata (its '{METADATA_KEY}' entry is not a "
+                                  f"JSON object of settings); save the weights again with "
+                                  f"safetensors.torch.save_file, without metadata, and pick their architecture "
+                                  f"when uploading") from None
     return tensors, meta
+
+
+def _numbers(value, length: int | None = None) -> bool:
+    """A list of finite numbers (of ``length`` items, if given)."""
+    return (isinstance(value, (list, tuple)) and bool(value) and (length is None or len(value) == length)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+# The largest input a checkpoint may ask to be fed: a check runs the network once on a blank image of it.
+_MAX_SIDE = 1024
+
+
+def check_metadata(meta: dict, source: str, config_from_file: bool = True) -> dict:
+    """Return ``meta`` if every StitchLab key it holds has a usable value; else raise
+    :class:`CheckpointError` in one line naming the key, what it should hold and what it holds.
+
+    ``config`` is held to :func:`core.models.architectures.check_config`; ``input_shape`` to
+    (channels, height, width) that fit the config; ``mean`` and ``std`` to finite numbers per
+    channel, ``std`` above zero. ``config_from_file`` False: the config was given, not read
+    (the message then does not blame the file's metadata).
+    """
+    from core.models.architectures import check_config, input_channels
+
+    def refuse(message: str, from_file: bool = True) -> CheckpointError:
+        return CheckpointError(f"{source}'s metadata: {message}" if from_file else f"{source}: {message}")
+
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise refuse(f"key 'config' must be an object such as {{\"arch\": \"resnet\", \"blocks\": [1, 1, 1, 1]}}, "
+                     f"got {_shown(meta['config'])}", config_from_file)
+    if "config" in meta:
+        try:
+            check_config(meta["config"])
+        except ValueError as exc:
+            raise refuse(str(exc), config_from_file) from None
+    shape = meta.get("input_shape")
+    if shape is not None:
+        if not (_numbers(shape, 3) and all(isinstance(v, int) for v in shape) and 1 <= shape[0] <= 256
+                and all(1 <= v <= _MAX_SIDE for v in shape[1:])):
+            raise refuse(f"key 'input_shape' must be [channels, height, width] of whole numbers (height and width "
+                         f"from 1 to {_MAX_SIDE}), got {_shown(shape)}")
+        if "config" in meta and shape[0] != input_channels(meta["config"]):
+            raise refuse(f"key 'input_shape' says {shape[0]} channels but the config's network takes "
+                         f"{input_channels(meta['config'])}")
+    channels = shape[0] if shape is not None else input_channels(meta["config"]) if "config" in meta else None
+    for key in ("mean", "std"):
+        if key in meta and not (_numbers(meta[key]) and len(meta[key]) in (1, channels or len(meta[key]))
+                                and (key == "mean" or min(meta[key]) > 0)):
+            raise refuse(f"key '{key}' must be one finite number per input channel"
+                         + (" (all above zero)" if key == "std" else "") + f", got {_shown(meta[key])}")
+    if "dataset" in meta and not (isinstance(meta["dataset"], str) and 0 < len(meta["dataset"]) <= 200):
+        raise refuse(f"key 'dataset' must be a dataset's name such as 'fashion-mnist', got {_shown(meta['dataset'])}")
+    return meta
+
+
+def _shown(value) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=lambda v: type(v).__name__)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # torch.save's two formats: a zip archive (since torch 1.6) and, before it, a pickle led by this magic number.
@@ -129,11 +208,37 @@ def _torch_load_error(path: Path, name: str, exc: Exception) -> CheckpointError:
 
 def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model`` strictly; mismatches name the missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    _refuse_misfit(type(model).__name__, {k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def build_from_state(config: dict, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The network ``config`` describes, holding ``state``.
+
+    The config is checked and its tensors' shapes compared with ``state``'s before any weight is
+    allocated (laid out on the meta device): a checkpoint whose metadata claims a network larger
+    than its tensors is refused at once, not after building it. Raises :class:`CheckpointError`
+    naming the bad key, or the missing, unexpected and mis-shaped tensors.
+    """
+    from core.models.architectures import build_architecture, state_shapes
+
+    try:
+        laid_out = state_shapes(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    if laid_out is not None:
+        _refuse_misfit(*laid_out, state, source)
+    module = build_architecture(config)  # fits the file, so no larger than the file
+    apply_state_dict(module, state, source)
+    return module
+
+
+def _refuse_misfit(class_name: str, shapes: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor],
+                   source: str) -> None:
+    missing = [k for k in shapes if k not in state]
+    unexpected = [k for k in state if k not in shapes]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {shape}" for k, shape in shapes.items()
+                 if k in state and tuple(state[k].shape) != shape]
     if missing or unexpected or misshaped:
         def few(items):
             return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
@@ -144,9 +249,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
             parts.append(f"unexpected keys: {few(unexpected)}")
         if misshaped:
             parts.append(f"wrong shapes (file vs model): {few(misshaped)}")
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) +
+        raise CheckpointError(f"{source} does not fit {class_name}: " + "; ".join(parts) +
                               ". Pick the architecture the checkpoint was saved from")
-    model.load_state_dict(state, strict=True)
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict, dtype=torch.float16) -> Path:

@@ -1,7 +1,8 @@
 """Checkpoints users upload: validated, then kept as StitchLab safetensors files.
 
-An upload is read as data only (safetensors, or ``torch.load(weights_only=True)``), loaded
-strictly into the architecture it claims (its own metadata, or the one the user picked),
+An upload is read as data only (safetensors, or ``torch.load(weights_only=True)``), its
+metadata checked key by key, loaded strictly into the architecture it claims (its own metadata,
+or the one the user picked; the claim is held to its tensors' shapes before anything is built),
 run once on a blank image to prove it works, and only then saved, with its architecture in
 the metadata, under ``$STITCHLAB_HOME/uploads``, where the registry finds it as ``file:PATH``.
 
@@ -82,9 +83,10 @@ def save_upload(data: bytes, filename: str, name: str | None = None, config: dic
         raise UploadExists(target.stem)
     import torch  # here, not above: listing uploads (the sidebar) must not pay for torch
 
-    from core.models.architectures import build_architecture
+    from core.models.architectures import input_channels
     from core.models.checkpoints import (
-        apply_state_dict,
+        build_from_state,
+        check_metadata,
         max_upload_bytes,
         read_checkpoint,
         save_checkpoint,
@@ -107,10 +109,11 @@ def save_upload(data: bytes, filename: str, name: str | None = None, config: dic
     if "config" not in meta:
         raise CheckpointError(f"{filename} does not say which architecture it is: pick the zoo model whose "
                               f"architecture it was trained with")
-    module = build_architecture(meta["config"])
-    apply_state_dict(module, state, filename)
+    # Every key checked, and the config's size held to the file's tensors, before anything is built.
+    check_metadata(meta, filename, config_from_file=not (like or config))
+    module = build_from_state(meta["config"], state, filename)
     module.eval()
-    shape = tuple(meta.get("input_shape", (meta["config"].get("in_channels", 1), 32, 32)))
+    shape = tuple(meta.get("input_shape", (input_channels(meta["config"]), 32, 32)))
     try:
         with torch.no_grad():
             logits = module(torch.zeros(1, *shape))
