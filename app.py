@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import grids, navigation, presenter
-from ui.state import sidebar
+from ui.state import run_page, sidebar
 
 st.set_page_config(page_title="StitchLab", page_icon=":material/join:", layout="wide")
 
@@ -11,4 +11,4 @@ page = st.navigation(list(navigation.pages().values()))
 grids.apply_pending_settings()
 st.session_state.selection = sidebar()
 presenter.apply()
-page.run()
+run_page(page)  # a store fault (full disk, read-only, damaged file) shows as one line, not a traceback

@@ -8,7 +8,7 @@ An error's message says what was wrong and how to fix it; it is shown to the use
 from __future__ import annotations
 
 __all__ = ["Cancelled", "CheckpointError", "DeviceUnavailable", "LstsqTooLarge", "NotStitchable", "QueueFull",
-           "StoreError", "UntraceableError", "ZooError"]
+           "StoreDamaged", "StoreError", "StoreFull", "StoreReadOnly", "UntraceableError", "ZooError"]
 
 
 class Cancelled(Exception):
@@ -40,6 +40,18 @@ class QueueFull(RuntimeError):
 
 class StoreError(RuntimeError):
     """The database file cannot be used as a StitchLab store."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the store is full: what is stored can be read, nothing new saved."""
+
+
+class StoreReadOnly(StoreError):
+    """The store (its file, folder or file system) cannot be written: it can only be read."""
+
+
+class StoreDamaged(StoreError):
+    """The store's file is damaged (SQLite found it malformed)."""
 
 
 class UntraceableError(TypeError):

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import runs as stored_runs
+from core.runs import lifecycle
 from ui import charts, compare, grid_view, grids, jobs, navigation
 from ui.analysis import stitch_cka_panel
 from ui.grids import grid_json, grid_rows, settings_of
@@ -57,9 +58,11 @@ new_name = name_col.text_input("Name", value=run["name"] or "", key=f"rename_{ru
 if action_col.button("Rename") and new_name != (run["name"] or ""):
     store().rename_run(run["id"], new_name)
     st.rerun()
-confirm = action_col.checkbox("Delete this run", key=f"del_{run['id']}")
-if confirm and action_col.button("Really delete", type="primary"):
-    store().delete_run(run["id"])
+running = run["status"] == "running"
+confirm = action_col.checkbox("Delete this run", key=f"del_{run['id']}",
+                              help="It is being computed: its job is cancelled first." if running else None)
+if confirm and action_col.button("Cancel and delete" if running else "Really delete", type="primary"):
+    lifecycle.delete(store(), run["id"])
     st.rerun()
 
 cka = stored_runs.load(store(), run["id"]) if run["kind"] == "cka" else None

@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import paths
-from core.errors import Cancelled, QueueFull
+from core.errors import Cancelled, QueueFull, StoreError
 from core.progress import Progress, Status
+from core.runs import store_faults
 from core.runs.store import Store
 
-__all__ = ["submit", "get", "cancel", "list_jobs", "run_worker", "ensure_worker", "worker_pid", "recover", "QueueFull",
-           "Queued", "max_queue", "max_attempts", "ACTIVE"]
+__all__ = ["submit", "get", "cancel", "computing", "list_jobs", "run_worker", "ensure_worker", "worker_pid", "recover",
+           "QueueFull", "Queued", "max_queue", "max_attempts", "ACTIVE"]
 
 ACTIVE = Status.active()
 _PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for a live bar, cheap for SQLite
@@ -76,8 +77,9 @@ _READY: set[str] = set()
 
 
 def _tables(store: Store) -> Store:
-    """The store, with the queue's tables created (once per store file and process)."""
-    if str(store.path) not in _READY:
+    """The store, with the queue's tables created (once per store file and process). A read-only
+    store is read as it is; writing to its queue is refused in words (:class:`StoreReadOnly`)."""
+    if str(store.path) not in _READY and not store.read_only:
         store.add_tables(_SCHEMA)
         with store.transaction() as conn:  # a queue made before jobs counted their attempts
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
@@ -186,6 +188,16 @@ def cancel(store: Store, job_id: int) -> None:
         conn.execute("UPDATE jobs SET cancel = 1 WHERE id = ? AND status = 'running'", (job_id,))
 
 
+def computing(store: Store, run_id: str) -> int | None:
+    """The running job whose worker is computing ``run_id`` (the store records which process
+    computes a run; a worker runs one job at a time), or None."""
+    with _tables(store).connect() as conn:
+        row = conn.execute("SELECT j.id FROM jobs j JOIN run_owners o ON o.pid = j.worker_pid WHERE o.run_id = ? "
+                           "AND o.host = ? AND j.status = 'running' ORDER BY j.id DESC LIMIT 1",
+                           (run_id, store_faults.HOST)).fetchone()
+    return row[0] if row else None
+
+
 # --- the worker side ---------------------------------------------------------------------------
 class _JobContext:
     """Progress and cancel plumbing for one running job."""
@@ -249,6 +261,15 @@ def recover(store: Store, serving_pid: int | None = None) -> list[int]:
 
 
 def _claim(store: Store) -> dict | None:
+    """The oldest queued job, now marked running; None when there is none, or when the store
+    cannot be written (a full disk: nothing can run until there is space)."""
+    try:
+        return _claim_oldest(store)
+    except StoreError:
+        return None
+
+
+def _claim_oldest(store: Store) -> dict | None:
     with store.transaction() as conn:
         row = conn.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
         if row is None:
@@ -298,19 +319,24 @@ def run_worker(execute: Execute, db: str | os.PathLike | None = None, poll: floa
     lock.truncate()
     lock.write(str(os.getpid()))
     lock.flush()
-    done, idle_since = 0, time.monotonic()
+    done, idle_since, unwritten = 0, time.monotonic(), None
     try:
         recover(store, serving_pid=os.getpid())
         while max_jobs is None or done < max_jobs:
-            job = _claim(store)
+            # A job's end the store refused (a full disk) is written before any new job is claimed.
+            if unwritten is not None and unwritten.write(store):
+                unwritten = None
+            job = _claim(store) if unwritten is None else None
             if job is None:
                 if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     break
                 time.sleep(poll)
                 continue
-            _run_one(store, job, execute)
+            unwritten = _run_one(store, job, execute)
             done += 1
             idle_since = time.monotonic()
+        if unwritten is not None:
+            unwritten.write(store)
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
@@ -327,7 +353,31 @@ def _heartbeat(store: Store, job_id: int, stop: threading.Event) -> None:
             pass
 
 
-def _run_one(store: Store, job: dict, execute: Execute) -> None:
+@dataclass
+class _End:
+    """How a job ended, with the run marks its computation could not write (a full disk)."""
+
+    job_id: int
+    status: Status
+    message: str
+    run_id: str | None = None
+    error: str | None = None
+    unmarked: list = field(default_factory=list)
+
+    def write(self, store: Store) -> bool:
+        """Write it; False when the store still refuses (it is then tried again)."""
+        try:
+            for run_id, status, message in self.unmarked:
+                store.update_run(run_id, status=status, message=message)
+            self.unmarked = []
+            _finish(store, self.job_id, self.status, self.message, self.run_id, self.error)
+        except StoreError:
+            return False
+        return True
+
+
+def _run_one(store: Store, job: dict, execute: Execute) -> _End | None:
+    """Run one job and write how it ended; returns that end when the store refused to write it."""
     ctx = _JobContext(store, job["id"])
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(store, job["id"], stop), daemon=True)
@@ -335,16 +385,17 @@ def _run_one(store: Store, job: dict, execute: Execute) -> None:
     try:
         options = dict(job["params"])
         configs = options.pop("configs")
-        run_id = execute(store, job["kind"], configs, options, ctx.progress, ctx.cancelled)
-        _finish(store, job["id"], Status.DONE, "finished", run_id)
-    except Cancelled:
-        _finish(store, job["id"], Status.CANCELLED, "cancelled; finished results are kept")
+        end = _End(job["id"], Status.DONE, "finished",
+                   execute(store, job["kind"], configs, options, ctx.progress, ctx.cancelled))
+    except Cancelled as exc:  # by the user, or a run deleted while it was computed (the reason says)
+        end = _End(job["id"], Status.CANCELLED, str(exc) or "cancelled; finished results are kept")
     except Exception as exc:  # one job's failure must not take the worker (or the app) down
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        _finish(store, job["id"], Status.FAILED, message, error=traceback.format_exc(limit=8))
+        end = _End(job["id"], Status.FAILED, " ".join(str(exc).split()) or type(exc).__name__,
+                   error=traceback.format_exc(limit=8), unmarked=getattr(exc, "unmarked", []))
     finally:
         stop.set()
         beat.join()
+    return None if end.write(store) else end
 
 
 def _lock_path(db_path: Path) -> Path:
