@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 from core.errors import DeviceUnavailable
@@ -40,9 +41,59 @@ def _write_json(data, path: str | None) -> None:
         print(text)
         return
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    except OSError as exc:  # checked before the work, but a disk can fill up since: keep the result
+        print(text)
+        raise UserError(f"could not write {str(out)!r} ({exc.strerror or exc}); the result was printed to "
+                        f"stdout instead") from None
     print(f"wrote {out}", file=sys.stderr)
+
+
+def _check_writable(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written, before the work: a grid run without --db
+    would otherwise be computed, then lost. Probes by creating the file (and any folders it
+    needs) and removing them again, so a check leaves nothing behind."""
+    if path in (None, "-"):
+        return
+    out = Path(path)  # as _write_json will write it: a shell has expanded '~' already
+    fix = "choose a writable path, or '-' for stdout"
+    if out.is_dir():
+        raise UserError(f"{flag} {path!r} is a folder; give a file path in it, e.g. {str(out / 'result.json')!r}")
+    missing = []  # the folders _write_json will create
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    created = []
+    try:
+        for new_folder in reversed(missing):
+            new_folder.mkdir()
+            created.append(new_folder)
+        if out.exists():
+            open(out, "a").close()  # appending nothing leaves the file as it is
+        else:
+            open(out, "x").close()
+            out.unlink()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot write {flag} {path!r} ({reason}): {fix}") from None
+    finally:
+        for new_folder in reversed(created):
+            new_folder.rmdir()
+
+
+# A progress line is redrawn in place (no newline) until the work ends; an error in between must
+# start a line of its own, not trail the progress bar.
+_progress_line = {"open": False}
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and format characters (a newline, an ANSI escape, a right-to-left
+    override) written as escapes: a name the user typed is shown, never obeyed by the terminal."""
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch
+                   for ch in text)
 
 
 def _progress_printer(quiet: bool):
@@ -52,12 +103,14 @@ def _progress_printer(quiet: bool):
 
     def show(event):
         eta = f", ~{event.eta:.0f}s left" if event.eta is not None else ""
-        line = f"\r[{event.fraction * 100:5.1f}%] {event.message}{eta}"
+        line = f"\r[{event.fraction * 100:5.1f}%] {_printable(event.message)}{eta}"
         if line != last["line"]:
             print(line.ljust(78), end="", file=sys.stderr, flush=True)
             last["line"] = line
+            _progress_line["open"] = True
         if event.stage == "done" or event.fraction >= 1:
             print(file=sys.stderr)
+            _progress_line["open"] = False
     return show
 
 
@@ -137,6 +190,31 @@ def cmd_cka(args) -> None:
     _write_json(result.to_json(), args.json)
 
 
+def cmd_similarity(args) -> None:
+    from core.similarity.measures import check_measures
+
+    # Checked before any model loads: a wrong name costs nothing.
+    measures = check_measures([name.strip() for name in args.measure.split(",") if name.strip()])
+    settings = {"layers_a": _csv(args.layers_a), "layers_b": _csv(args.layers_b), "limit": args.limit,
+                "dataset": args.dataset}
+    progress = _progress_printer(args.quiet)
+    if args.db is None:
+        from core.similarity.networks import model_similarity
+
+        result = model_similarity(args.model_a, args.model_b, measures, device=args.device, progress=progress,
+                                  **settings).to_json()
+    else:  # one stored run per measure, as the Similarity page stores them: each finds what the other stored
+        from core import runs
+        from core.runs.similarity_runs import merge_results, run_similarity, similarity_configs
+        from core.runs.store import Store
+
+        store = Store(args.db)
+        run_ids = run_similarity(similarity_configs(args.model_a, args.model_b, measures, **settings), store,
+                                 args.device, progress)
+        result = merge_results([runs.load(store, run_id) for run_id in run_ids], measures)
+    _write_json(result, args.json)
+
+
 def cmd_sweep(args) -> None:
     from core.runs.store import Store
     from core.runs.sweep import SweepConfig, paper_effect, run_sweep, sweep_summary
@@ -148,7 +226,7 @@ def cmd_sweep(args) -> None:
         eta = f", ~{event.eta:.0f}s left" if event.eta is not None else ""
         counts = event.counts
         failed = f", {counts['failed']} failed" if counts["failed"] else ""
-        line = f"[{counts['done']}/{counts['total']} grids{failed}{eta}] {event.message}"
+        line = f"[{counts['done']}/{counts['total']} grids{failed}{eta}] {_printable(event.message)}"
         end = "\n" if event.stage in ("start", "grid", "done") else ""
         print("\r" + (line if end else line[:79]).ljust(79), end=end, file=sys.stderr, flush=True)
 
@@ -194,7 +272,14 @@ def cmd_worker(args) -> None:
 def cmd_runs(args) -> None:
     from core.runs.store import Store
 
-    runs = Store(args.db).list_runs(kind=args.kind)
+    store = Store(args.db)
+    if args.kind is not None:
+        from core.runs.service import KINDS
+
+        kinds = sorted({*KINDS, "sweep", *(r["kind"] for r in store.list_runs())})  # a store may hold older kinds
+        if args.kind not in kinds:
+            raise UserError(f"unknown run kind {args.kind!r}: choose one of {', '.join(kinds)}")
+    runs = store.list_runs(kind=args.kind)
     if args.json:
         _write_json(runs, args.json)
         return
@@ -202,6 +287,12 @@ def cmd_runs(args) -> None:
         cfg = r["config"]
         pair = f"{cfg.get('sender', cfg.get('model_a', ''))} -> {cfg.get('receiver', cfg.get('model_b', ''))}"
         print(f"{r['id']}  {r['kind']:<6} {r['status']:<10} {pair}  {r['name'] or ''}")
+
+
+def cmd_store_recover(args) -> None:
+    from core.runs.recovery import recover
+
+    print(recover(Path(args.path).expanduser(), Path(args.to).expanduser() if args.to else None).summary())
 
 
 def cmd_attribute(args) -> None:
@@ -336,6 +427,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", required=True, help="where to write the result ('-' for stdout)")
     p.set_defaults(func=cmd_cka)
 
+    p = sub.add_parser("similarity", help="similarity indices (CKA, ...) between every layer of two models")
+    p.add_argument("model_a", help="e.g. zoo/resnet_1111-s0")
+    p.add_argument("model_b")
+    p.add_argument("--measure", required=True, metavar="NAME[,NAME]",
+                   help="index names, e.g. linear-cka,rbf-cka (a wrong name lists the known ones)")
+    p.add_argument("--layers-a", metavar="L1,L2", help="default: stem and every block (as a grid)")
+    p.add_argument("--layers-b", metavar="L1,L2")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N test images (default: all, if their "
+                                                          "features fit 4 GiB; the error names the most that do)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | folder:PATH")
+    p.add_argument("--device", default="auto", help="where the networks run: auto | cpu | cuda (indices: CPU)")
+    p.add_argument("--db", metavar="PATH", help="store each measure as a run here, and reuse stored ones (the "
+                                                "Similarity page's runs); default: store nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", metavar="PATH", required=True, help="where to write the result ('-' for stdout)")
+    p.set_defaults(func=cmd_similarity)
+
     p = sub.add_parser("zoo", help="the model zoo: zoo train")
     zsub = p.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
     t = zsub.add_parser("train", help="retrain the zoo and rewrite its manifest")
@@ -364,9 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list the runs in a store")
     p.add_argument("--db", metavar="PATH")
-    p.add_argument("--kind", help="grid | cka | sweep")
+    p.add_argument("--kind", help="grid | cka | sweep | ... (an unknown kind is refused with the list)")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("store", help="the results store: store recover")
+    ssub = p.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    t = ssub.add_parser("recover", help="copy every readable run and cell of a (damaged) store into a new store")
+    t.add_argument("path", help="the damaged store (it is only read, never changed)")
+    t.add_argument("--to", metavar="NEW", help="the new store (must not exist; default: NAME.recovered-<time> "
+                                               "beside PATH)")
+    t.set_defaults(func=cmd_store_recover)
     p = sub.add_parser("attribute", help="attribution maps (captum) of a model, or of a stored stitch and its networks")
     p.add_argument("model", help="a model name, or '-' with --stitch (the run's own models)")
     p.add_argument("--stitch", metavar="RUN_ID:SENDER_LAYER:RECEIVER_LAYER",
@@ -385,27 +501,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_before_work(args) -> None:
+    """What can be known wrong before a command computes anything: a device name, and every
+    output file (a result that cannot be written is otherwise lost after the work)."""
+    if getattr(args, "device", None) is not None:
+        from core.device import check_device_name
+
+        check_device_name(args.device)
+    # torch takes seeds and class numbers as 64-bit integers; past that its words are about C types
+    for flag in ("seed", "target"):
+        value = getattr(args, flag, None)
+        if value is not None and not -2**63 <= value < 2**63:
+            raise UserError(f"--{flag} {value} is too large: give a whole number such as 0 or 1")
+    for flag in ("json", "png"):
+        _check_writable(getattr(args, flag, None), f"--{flag}")
+
+
 def _user_errors():
+    from core.errors import Cancelled
     from core.models.checkpoints import CheckpointError
     from core.models.zoo import ZooError
     from core.runs.store import StoreError
 
-    return (UserError, ValueError, TypeError, OSError, KeyError, CheckpointError, StoreError, ZooError)
+    # Cancelled: a run deleted (in the app) while this command computed it
+    return (UserError, ValueError, TypeError, OSError, KeyError, CheckpointError, StoreError, ZooError, Cancelled)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_before_work(args)
         args.func(args)
         return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if _progress_line["open"]:
+            print(file=sys.stderr)
+            _progress_line["open"] = False
         if isinstance(exc, _user_errors()):
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             # The engine's neutral words for a missing GPU, in this command line's terms.
             message = str(message).replace(DeviceUnavailable.FIX, "use --device cpu or auto")
-            print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+            print(f"error: {_printable(' '.join(str(message).split()))}", file=sys.stderr)
             return 2
         raise

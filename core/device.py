@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import re
 
 import torch
 
 from core.errors import DeviceUnavailable
 
-__all__ = ["resolve_device", "autocast_for"]
+__all__ = ["check_device_name", "resolve_device", "autocast_for"]
+
+
+# What StitchLab runs on. torch.device knows some twenty device types (tpu is not one of them,
+# xla, mps, meta ... are), and its error for a bad one is a RuntimeError listing them all.
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+def check_device_name(device: str | torch.device | None) -> None:
+    """Raise ``ValueError`` in one line unless ``device`` names a device StitchLab runs on
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N``); whether this machine has it is
+    :func:`resolve_device`'s question."""
+    if device is None or isinstance(device, torch.device):
+        return
+    if not isinstance(device, str) or not _DEVICE_NAME.match(device):
+        raise ValueError(f"unknown device {device!r}: choose auto, cpu, cuda (or cuda:N, the N-th GPU)")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a clear error."""
+    check_device_name(device)
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -21,6 +38,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         # Neutral words: the job worker shows this in the dashboard, where there is no --device flag.
         raise DeviceUnavailable(f"device {str(device)!r} was asked for but no CUDA GPU is available here: "
                                 f"{DeviceUnavailable.FIX}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device {str(device)!r} was asked for but this machine has "
+                                f"{torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+                                f"cuda:{torch.cuda.device_count() - 1}: {DeviceUnavailable.FIX}")
     return device
 
 

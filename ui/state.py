@@ -36,7 +36,7 @@ def _store(path: str) -> Store:
     store = Store(path)
     try:  # the first screen opens on the bundled, GPU-computed grids: stored once, found by identity
         bundled.install(store)
-    except (OSError, sqlite3.Error):  # a read-only store still shows what it holds
+    except (OSError, sqlite3.Error, StoreError):  # a read-only store, or a full disk, still shows what it holds
         pass
     return store
 
@@ -47,8 +47,28 @@ def store() -> Store:
     try:
         return _store(path)
     except StoreError as exc:
-        st.error(f"{exc}")
+        st.error(plain(str(exc)))
         st.stop()
+
+
+def run_page(page) -> None:
+    """Run the page under a line on the store's state: read-only (on every page: no run can be
+    saved), or a full disk or a damaged file moved aside (once per browser session). A store
+    fault in the middle of the page (the disk filled up, a damaged page met) ends the page in one
+    line instead of a traceback; what the page drew so far stays."""
+    try:
+        opened = _store(str(paths.default_db()))
+    except StoreError:  # a page that reads the store says why; the others work without it
+        opened = None
+    notice = opened.notice if opened else None
+    seen = st.session_state.setdefault("store_notices_seen", set())
+    if notice and (opened.read_only or notice not in seen):
+        seen.add(notice)
+        st.warning(plain(notice), icon=":material/database:")
+    try:
+        page.run()
+    except StoreError as exc:
+        st.error(plain(str(exc)))
 
 
 def session_id() -> str:

@@ -20,6 +20,7 @@ import functools
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -203,22 +204,77 @@ def _cifar10(split: str, download: bool) -> ImageSet:
     return ImageSet(images, torch.tensor(ds.targets, dtype=torch.long), CIFAR10, split)
 
 
+# PIL's own limit (Image.MAX_IMAGE_PIXELS, 89 M pixels): over it PIL only warns and decodes anyway;
+# over twice it raises an error that is no OSError. A folder's images are shrunk to 32 x 32, so
+# one larger than this is a mistake or a decompression bomb: refused from its header, undecoded.
+MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_FOLDER_IMAGES = 100_000  # held in memory as uint8: 3 x 32 x 32 bytes each, 300 MB at most
+IMG_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
+
+
+def _open_image(path: str, size: int):
+    """One image of a folder, as RGB; a huge or unreadable one is a ``ValueError`` naming its file."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, by size
+            with open(path, "rb") as file:
+                image = Image.open(file)  # reads the header only
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"image {path} is {width:,} x {height:,} pixels, over the {MAX_IMAGE_PIXELS:,} "
+                                     f"pixels one image may have: shrink it or take it out of the folder")
+                image.draft("RGB", (size, size))  # JPEG: decode at a fraction of the size, when it can
+                return image.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} has far more than the {MAX_IMAGE_PIXELS:,} pixels one image may have: "
+                         f"shrink it or take it out of the folder") from None
+    except (OSError, SyntaxError, Image.UnidentifiedImageError) as exc:  # SyntaxError: PIL's word for a bad header
+        raise ValueError(f"image {path} cannot be read ({exc}): replace it or take it out of the folder") from None
+
+
 def _image_folder(path: Path, split: str, size: int = 32) -> ImageSet:
     folder = path / split if (path / "train").is_dir() and (path / "test").is_dir() else path
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist: give folder:PATH with one subfolder per class")
+    classes, samples = _folder_samples(folder)
     transform = torchvision.transforms.Compose([
-        torchvision.transforms.Lambda(lambda im: im.convert("RGB")),
         torchvision.transforms.Resize((size, size)),
         torchvision.transforms.PILToTensor(),
     ])
-    try:
-        ds = torchvision.datasets.ImageFolder(str(folder), transform=transform)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{folder} holds no images in class subfolders ({exc})") from None
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
-    labels = torch.tensor(ds.targets, dtype=torch.long)
+    images = torch.stack([transform(_open_image(file, size)) for file, _ in samples])
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     mean = tuple((images.float() / 255).mean(dim=(0, 2, 3)).tolist())
     std = tuple((images.float() / 255).std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    info = DatasetInfo(f"folder:{path}", tuple(ds.classes), (3, size, size), mean, std)
+    info = DatasetInfo(f"folder:{path}", tuple(classes), (3, size, size), mean, std)
     return ImageSet(images, labels, info, split)
+
+
+def _folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, [(image file, class index), ...])`` in torchvision's ImageFolder layout and
+    order (one subfolder per class, images at any depth below it), found without following
+    links inside a class (ImageFolder does, and a link to a parent folder walks forever) and
+    refused past :data:`MAX_FOLDER_IMAGES` images."""
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{folder} holds no class subfolders: put each class's images in a subfolder named "
+                                f"after the class")
+    samples, empty = [], []
+    for index, name in enumerate(classes):
+        found, before = [], len(samples)
+        count = before
+        for root, _, files in os.walk(folder / name):
+            images = sorted(file for file in files if file.lower().endswith(IMG_EXTENSIONS))
+            found.append((root, images))
+            count += len(images)
+            if count > MAX_FOLDER_IMAGES:
+                raise ValueError(f"{folder} holds more than {MAX_FOLDER_IMAGES:,} images: give a folder of at most "
+                                 f"that many (its images are held in memory), e.g. a sample of each class")
+        samples += [(os.path.join(root, file), index) for root, images in sorted(found) for file in images]
+        if len(samples) == before:
+            empty.append(name)
+    if empty:
+        raise FileNotFoundError(f"{folder} holds no images in class subfolder(s) {', '.join(empty[:5])}: add images "
+                                f"({', '.join(IMG_EXTENSIONS)}) or remove the subfolder")
+    return classes, samples

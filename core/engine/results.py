@@ -33,6 +33,7 @@ DEFAULT_MAX_PARAMS = 25_000_000  # ~100 MB of fp32 weights for one stitch: beyon
 
 MODES = ("train", "lstsq", "lstsq+train")
 CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
+MAX_EPOCHS, MAX_LR = 100, 100.0  # beyond these a grid setting is a typo (see GridConfig.validate)
 @dataclass
 class GridConfig:
     """Everything that determines a grid's result (and so its identity in the store)."""
@@ -89,6 +90,12 @@ class GridConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive number of images, got {value}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        # Finite is not enough: 1e308 epochs never end, and an lr past float32's range is a torch error.
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS} (stitches train in 1 to 4), got {self.epochs}")
+        if self.lr > MAX_LR:
+            raise ValueError(f"lr must be at most {MAX_LR} (every stitch diverges long before; 0.01 is usual), "
+                             f"got {self.lr}")
         for pair in self.pairs or []:
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(name, str) for name in pair):
                 raise ValueError(f"each pair is [sender layer, receiver layer], got {pair!r}")

@@ -28,7 +28,7 @@ from core import paths
 from core.data.datasets import FASHION_MNIST
 from core.models import sources, zoo
 from core.models.architectures import build_architecture
-from core.models.checkpoints import CheckpointError, apply_state_dict, read_checkpoint
+from core.models.checkpoints import CheckpointError, build_from_state, check_metadata, read_checkpoint
 
 __all__ = ["Network", "load_model", "cached_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -141,6 +141,7 @@ def load_model(name: str, device: str | torch.device = "cpu", config: dict | Non
         torch.Size([8, 10])
     """
     model = sources.parse(name)
+    sources.check_budget(name)  # before anything is built: a link or a typo must not fill the memory
     seed = model.seed
     if model.source == "zoo/":
         net = _load_zoo(model.key, seed)
@@ -162,8 +163,7 @@ def _load_zoo(name: str, seed: int | None, prefix: str = "zoo", zoo_dir=None) ->
         module = _seeded_build(config, seed)
     else:
         state, _ = read_checkpoint(zoo.verified_weights(entry, zoo_dir))
-        module = build_architecture(config)
-        apply_state_dict(module, state, f"{prefix}/{name}")
+        module = build_from_state(config, state, f"{prefix}/{name}")
     net = Network(f"{prefix}/{name}", freeze(module), tuple(entry["input_shape"]), config.get("num_classes", 10),
                   tuple(entry["mean"]), tuple(entry["std"]), config, entry.get("dataset"), dict(entry))
     return net if seed is None else _named_random(net, seed)
@@ -186,7 +186,8 @@ def _load_torchvision(arch: str, seed: int | None) -> Network:
         module.load_state_dict(state)
         info["test_accuracy"] = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
         info["dataset"] = "imagenet"
-    size = _torchvision_input_size(arch)
+    # A ViT takes only the image size it was built for (vit_h_14: 224), not its default weights' crop (518)
+    size = getattr(module, "image_size", None) or _torchvision_input_size(arch)
     net = Network(f"torchvision/{arch}", freeze(module), (3, size, size), 1000, IMAGENET_MEAN, IMAGENET_STD,
                   config, "imagenet", info)
     return net if seed is None else _named_random(net, seed)
@@ -203,13 +204,14 @@ def _torchvision_input_size(arch: str) -> int:
 
 def _load_file(path: str, config: dict | None) -> Network:
     state, meta = read_checkpoint(path)
-    meta = meta or {}
-    config = config or meta.get("config")
+    meta = dict(meta or {})
+    given = config is not None
+    config = meta["config"] = config if given else meta.get("config")
     if config is None:
         raise CheckpointError(f"{path} carries no architecture: pass config= (python: load_model(..., config=...)); "
                               f"StitchLab's own safetensors files carry it in their metadata")
-    module = build_architecture(config)
-    apply_state_dict(module, state, path)
+    check_metadata(meta, path, config_from_file=not given)  # before building: a forged size is refused at once
+    module = build_from_state(config, state, path)
     dataset = meta.get("dataset", "fashion-mnist")
     default_shape = FASHION_MNIST.image_shape if dataset == "fashion-mnist" else (config.get("in_channels", 3), 32, 32)
     mean = meta.get("mean", FASHION_MNIST.mean if dataset == "fashion-mnist" else (0.5,) * default_shape[0])

@@ -12,12 +12,14 @@ source              key                                          weights' finger
 ==================  ==========================================  ====================================
 
 Everything here is torch-free: the dashboard checks a name, labels it and keys stored results
-by its weights without loading the network. :func:`core.models.network.load_model` builds it.
+by its weights without loading the network. :func:`core.models.network.load_model` builds it,
+after :func:`check_budget` (which imports torchvision for a ``torchvision/`` name only).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +28,16 @@ from core import paths
 from core.errors import ZooError
 from core.models import zoo
 
-__all__ = ["SOURCES", "ModelName", "parse", "fingerprint", "label", "check", "random_name"]
+__all__ = ["SOURCES", "ModelName", "parse", "fingerprint", "label", "check", "random_name", "parameter_count",
+           "max_model_params", "check_budget", "MAX_MODEL_PARAMS_ENV", "DEFAULT_MAX_MODEL_PARAMS"]
 
 SOURCES = ("zoo/", "paper/", "torchvision/", "file:")
 _ARCH = re.compile(r"^[a-z][a-z0-9_]*$")  # torchvision's architecture names
+_MAX_SEED = 2**63 - 1  # torch.manual_seed's range; beyond it torch fails with "Overflow when unpacking long"
+MAX_MODEL_PARAMS_ENV = "STITCHLAB_MAX_MODEL_PARAMS"
+# Admits every torchvision classifier (the largest, regnet_y_128gf, has 645 M parameters: 2.6 GB
+# in float32) and far more than the zoo; an operator sharing one machine sets a lower budget.
+DEFAULT_MAX_MODEL_PARAMS = 700_000_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,12 @@ def parse(name: str) -> ModelName:
         base, suffix = name.rsplit("@", 1)
         if suffix == "random":
             seed = 0
-        elif suffix.startswith("random:") and suffix[len("random:"):].lstrip("-").isdigit():
-            seed = int(suffix[len("random:"):])
+        elif re.fullmatch(r"random:-?[0-9]+", suffix):  # ASCII digits: str.isdigit() also takes '²' and '١'
+            digits = suffix[len("random:"):]
+            seed = int(digits) if len(digits) <= 20 else _MAX_SEED + 1  # (int() refuses 4,300 digits and more)
+            if abs(seed) > _MAX_SEED:
+                raise ValueError(f"the seed of {name[:80]!r} is too large: '@random:SEED' takes a SEED below 2**63, "
+                                 f"such as '@random:1'")
         else:
             raise ValueError(f"unknown model suffix '@{suffix}' in {name!r}: use '@random' or '@random:SEED'")
     source = next((s for s in SOURCES if base.startswith(s)), None)
@@ -135,3 +147,62 @@ def check(name: str, allowed_files: list[str] | None = None) -> ModelName:
     elif not Path(model.key).expanduser().is_file():
         raise ValueError(f"no checkpoint file at {model.key!r}")
     return model
+
+
+def max_model_params() -> int:
+    """The largest model this machine loads, in parameters: ``$STITCHLAB_MAX_MODEL_PARAMS``, else
+    :data:`DEFAULT_MAX_MODEL_PARAMS`. A bad value is an error, never a silent default."""
+    raw = os.environ.get(MAX_MODEL_PARAMS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_MODEL_PARAMS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1 or value == float("inf"):  # also NaN
+        raise ValueError(f"{MAX_MODEL_PARAMS_ENV}={raw[:40]!r} is not a number of parameters: set it to a whole "
+                         f"number such as 700000000 (the default), or unset it")
+    return int(value)
+
+
+def parameter_count(name: str) -> int | None:
+    """How many parameters the model ``name`` has, counted without building it: the manifest's
+    count for zoo/ and paper/ models, torchvision's weights metadata (or a build on the meta
+    device, which allocates nothing) for torchvision/ ones. None when no record says (a file:
+    checkpoint, whose tensors are checked against its architecture when it is read)."""
+    model = parse(name)
+    if model.source in ("zoo/", "paper/"):
+        entry = zoo.zoo_entry(model.key, None if model.source == "zoo/" else _paper_dir())
+        return entry.get("params")
+    if model.source == "torchvision/" and _ARCH.match(model.key):
+        return _torchvision_params(model.key)
+    return None
+
+
+@functools.lru_cache(maxsize=128)
+def _torchvision_params(arch: str) -> int | None:
+    import torchvision  # here, not at the top: the dashboard imports this module and never torch
+
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        return None  # building it says which names exist
+    try:
+        return int(torchvision.models.get_model_weights(arch).DEFAULT.meta["num_params"])
+    except (ValueError, KeyError, AttributeError):  # an architecture without published weights
+        import torch
+
+        try:
+            with torch.device("meta"):
+                module = torchvision.models.get_model(arch, weights=None)
+        except Exception:  # some architectures copy tensors while they initialise, which meta tensors cannot
+            return None
+        return sum(p.numel() for p in module.parameters())
+
+
+def check_budget(name: str) -> None:
+    """Refuse, in one line and before anything is built, a model over :func:`max_model_params`."""
+    count, limit = parameter_count(name), max_model_params()
+    if count is not None and count > limit:
+        size = f"{count * 4 / 1e9:.1f} GB" if count * 4 >= 1e9 else f"{count * 4 / 1e6:,.0f} MB"
+        raise ValueError(f"{name} has {count / 1e6:,.1f} M parameters ({size} in float32), over "
+                         f"this machine's budget of {limit / 1e6:,.1f} M per model: pick a smaller model, or raise "
+                         f"the budget with {MAX_MODEL_PARAMS_ENV}={count}")

@@ -98,7 +98,7 @@ def run_predictions(config: dict, store, device="auto", progress=None, cancel=No
         dev = resolve_device(device)
         net = cached_model(config["model"], str(dev))
         data = load_dataset(config["dataset"], "test")
-        if net.num_classes < data.info.num_classes:
+        if net.num_classes != data.info.num_classes:  # more classes than names: the page would index past them
             raise ValueError(f"{config['model']} predicts {net.num_classes} classes but {config['dataset']} has "
                              f"{data.info.num_classes}; pick a network trained on {config['dataset']}")
         out, total = [], -(-len(data) // _SCORING_BATCH)

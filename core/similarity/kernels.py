@@ -146,6 +146,8 @@ def kernel_matrix(gram: torch.Tensor, varies: torch.Tensor, kernel: str,
 def check_kernel(kernel: str, sigma: float) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
-    if kernel == "rbf" and not sigma > 0:
+    # Bounded, not only positive: sigma**2 overflows past 1e154, and at 1e-160 or at inf every
+    # kernel value is the same, which CKA would report as an undefined layer rather than a bad sigma.
+    if kernel == "rbf" and not 1e-3 <= sigma <= 1e3:
         raise ValueError(f"sigma is the RBF bandwidth as a fraction of the median distance and must be positive, "
-                         f"got {sigma}")
+                         f"from 0.001 to 1000 (0.8 is usual), got {sigma}")
