@@ -33,7 +33,9 @@ def probe(monkeypatch):
         seen.append((feats_a, feats_b, names_a, names_b))
         return torch.zeros(len(feats_a), len(feats_b), dtype=torch.float64)
 
-    monkeypatch.setitem(MEASURES, "probe", Measure("probe", "Probe", True, "records its inputs", compute))
+    measure = Measure("probe", "Probe", True, "records its inputs", compute=compute)
+    monkeypatch.setitem(MEASURES, "probe", measure)
+    monkeypatch.setitem(catalogue.CATALOGUE, "probe", measure)
     return seen
 
 
@@ -149,7 +151,9 @@ def test_bad_input_is_one_clear_line(r1111_pair, monkeypatch):
     def undefined(feats_a, feats_b, names_a=None, names_b=None):
         return torch.full((len(feats_a), len(feats_b)), float("nan"), dtype=torch.float64)
 
-    monkeypatch.setitem(MEASURES, "nan", Measure("nan", "Never defined", True, "NaN everywhere", undefined))
+    never = Measure("nan", "Never defined", True, "NaN everywhere", compute=undefined)
+    monkeypatch.setitem(MEASURES, "nan", never)
+    monkeypatch.setitem(catalogue.CATALOGUE, "nan", never)
     with pytest.raises(ValueError, match=r"^Never defined is undefined for 'layer2.0' of zoo/resnet_1111-s0 vs "
                                          r"'layer3.0' of zoo/resnet_1111-s1 \(it came out nan\)"):
         model_similarity(a, b, ["nan"], LAYERS_A, LAYERS_B, limit=10)
@@ -162,11 +166,14 @@ def test_an_index_s_own_error_is_prefixed_with_its_name(r1111_pair):
 
 
 # --- the catalogue, without torch ------------------------------------------------------------------
-def test_a_fresh_interpreter_lists_the_registry_as_it_is():
-    """What the dashboard's process (no torch) reads is the registry itself, every index included."""
-    fresh = catalogue._from_a_fresh_interpreter.__wrapped__()
-    assert fresh == catalogue._from_registry()
-    assert list(fresh) == list(MEASURES)
+def test_the_catalogue_the_dashboard_reads_is_the_registry():
+    """What the dashboard's process (no torch) reads names every index the registry computes, alike."""
+    listed = catalogue.measure_catalogue()
+    assert list(listed) == list(MEASURES)
+    for name, measure in MEASURES.items():
+        assert listed[name] == {"label": measure.label, "higher_is_similar": measure.higher_is_similar,
+                                "summary": measure.summary}
+        assert measure.compute is not None
 
 
 def test_measure_names_are_checked_in_order_once_each():

@@ -1,28 +1,21 @@
 """What a page needs to know about the similarity measures before anything runs, without torch:
-their names, labels and directions (:func:`measure_catalogue`), names checked
-(:func:`check_measure_names`), and the memory a computation's features take
+their names, labels, directions and invariances (:data:`CATALOGUE`, :func:`measure_catalogue`),
+names checked (:func:`check_measure_names`), and the memory a computation's features take
 (:func:`check_feature_budget`).
 
-The registry itself (:data:`core.similarity.measures.MEASURES`) imports torch, which the
-dashboard's process never loads (its worker computes). So where torch is not loaded yet, the
-catalogue is read once from a short-lived interpreter that imports the registry; where it is
-(the worker, the CLI, a notebook, the tests) the registry is read directly. Either way the
-catalogue is the registry's, so an index added there shows up on the page with no edit here.
+The registry that computes (:data:`core.similarity.measures.MEASURES`) imports torch, which the
+dashboard's process never loads (its worker computes); so the words live here and the registry
+attaches each index's function to its entry by name (it refuses to import if the two differ).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-from core.paths import PROJECT_ROOT
-
-__all__ = ["FEATURE_BUDGET", "check_feature_budget", "check_measure_names", "feature_bytes", "measure_catalogue",
+__all__ = ["CATALOGUE", "MeasureInfo", "TRANSFORMS",
+           "FEATURE_BUDGET", "check_feature_budget", "check_measure_names", "feature_bytes", "measure_catalogue",
            "most_images"]
 
 # Features of every image at every layer, float32 on the CPU, held while the measures run: 4 GiB
@@ -30,41 +23,45 @@ __all__ = ["FEATURE_BUDGET", "check_feature_budget", "check_measure_names", "fea
 # and leaves room on a 16 GB laptop for the measures' own working memory on top.
 FEATURE_BUDGET = 4 * 2**30
 
-_ASK = ("import json; from core.similarity.measures import MEASURES; print(json.dumps({m.name: {'label': m.label, "
-        "'higher_is_similar': m.higher_is_similar, 'summary': m.summary} for m in MEASURES.values()}))")
+# What an index may be unchanged by, applied to one layer's features (n, p) (or, for the last two,
+# to both sides): x Q with Q orthogonal; c x with c > 0; x + b for one vector b; x A with A any
+# invertible matrix; the examples reordered alike on both sides; the two layers swapped.
+TRANSFORMS = ("rotation", "isotropic scaling", "shift", "invertible linear map", "example order", "swap")
+_GEOMETRY = ("rotation", "isotropic scaling", "shift", "example order")  # of the examples' point cloud
+
+
+@dataclass(frozen=True)
+class MeasureInfo:
+    name: str  # the CLI's and the URL's spelling
+    label: str  # the page's
+    higher_is_similar: bool
+    summary: str  # one line: what it compares
+    invariances: tuple[str, ...] = ()  # members of TRANSFORMS that leave the index unchanged
+    streamed: bool = False  # True: an estimator exists that folds in the examples batch by batch
+
+
+CATALOGUE: dict[str, MeasureInfo] = {m.name: m for m in [
+    MeasureInfo("linear-cka", "Linear CKA", True, "centred kernel alignment of the linear kernels",
+                (*_GEOMETRY, "swap"), streamed=True),
+    MeasureInfo("rbf-cka", "RBF CKA", True, "centred kernel alignment of RBF kernels (bandwidth 0.8 x median "
+                "distance)", (*_GEOMETRY, "swap"), streamed=True),
+    MeasureInfo("svcca", "SVCCA", True, "mean canonical correlation of the top principal directions (99 % of the "
+                "variance, at most n/10)", (*_GEOMETRY, "swap")),
+    MeasureInfo("pwcca", "PWCCA", True, "canonical correlations of the same directions, weighted by how much of the "
+                "row layer's neurons each holds", ("isotropic scaling", "shift", "example order")),
+    MeasureInfo("procrustes", "Procrustes distance", False, "residual of the best rotation between the centred, "
+                "unit-norm features (0 = the same up to rotation)", (*_GEOMETRY, "swap")),
+    MeasureInfo("rsa", "RSA", True, "Spearman correlation of the two layers' Euclidean distances between examples",
+                (*_GEOMETRY, "swap")),
+    MeasureInfo("linear-encoding", "Linear encoding (R²)", True, "held-out R² of ridge regression from the row layer "
+                "to the column layer", ("rotation", "isotropic scaling", "shift")),
+]}
 
 
 def measure_catalogue() -> dict[str, dict]:
-    """``{name: {"label", "higher_is_similar", "summary"}}`` of every registered measure, in the
-    registry's order."""
-    if "torch" in sys.modules:
-        return _from_registry()
-    return _from_a_fresh_interpreter()
-
-
-def _from_registry() -> dict[str, dict]:
-    from core.similarity.measures import MEASURES
-
-    return {m.name: {"label": m.label, "higher_is_similar": m.higher_is_similar, "summary": m.summary}
-            for m in MEASURES.values()}
-
-
-@functools.lru_cache(maxsize=1)
-def _from_a_fresh_interpreter() -> dict[str, dict]:
-    """Once per process (about 1.5 s on 2 idle CPU cores: the interpreter imports torch); a failure
-    is not remembered, so the next call tries again."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                                       os.environ.get("PYTHONPATH")]))}
-    try:
-        out = subprocess.run([sys.executable, "-c", _ASK], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL, timeout=60)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError("could not list the similarity measures (importing their registry took over 60 s); "
-                           "reload the page") from None
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"could not list the similarity measures ({last})")
-    return json.loads(out.stdout)
+    """``{name: {"label", "higher_is_similar", "summary"}}`` of every measure, in the registry's order."""
+    return {name: {k: v for k, v in asdict(info).items() if k in ("label", "higher_is_similar", "summary")}
+            for name, info in CATALOGUE.items()}
 
 
 def check_measure_names(names: Sequence[str]) -> list[str]:

@@ -20,33 +20,27 @@ every omission, and README.md tabulates them).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
+from core.similarity.catalogue import CATALOGUE, TRANSFORMS, MeasureInfo
 from core.similarity.cca import pwcca_matrix, svcca_matrix
 from core.similarity.cka import cka_matrix
 from core.similarity.encoding import linear_encoding_matrix
 from core.similarity.procrustes import procrustes_matrix
 from core.similarity.rsa import rsa_matrix
 
-Features = Sequence[torch.Tensor]
+__all__ = ["MEASURES", "Measure", "TRANSFORMS", "check_measures"]  # TRANSFORMS: the catalogue's, for tests
 
-# What an index may be unchanged by, applied to one layer's features (n, p) (or, for the last two,
-# to both sides): x Q with Q orthogonal; c x with c > 0; x + b for one vector b; x A with A any
-# invertible matrix; the examples reordered alike on both sides; the two layers swapped.
-TRANSFORMS = ("rotation", "isotropic scaling", "shift", "invertible linear map", "example order", "swap")
+Features = Sequence[torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Measure:
-    name: str  # the CLI's and the URL's spelling
-    label: str  # the page's
-    higher_is_similar: bool
-    summary: str  # one line: what it compares
-    compute: Callable[..., torch.Tensor]  # (feats_a, feats_b, names_a=None, names_b=None) -> matrix
-    invariances: tuple[str, ...] = ()  # members of TRANSFORMS that leave the index unchanged
-    streamed: bool = False  # True: an estimator exists that folds in the examples batch by batch
+class Measure(MeasureInfo):
+    """A catalogue entry (:class:`core.similarity.catalogue.MeasureInfo`) with the function that computes it."""
+
+    compute: Callable[..., torch.Tensor] | None = None  # (feats_a, feats_b, names_a=None, names_b=None) -> matrix
 
     def matrix(self, feats_a: Features, feats_b: Features, names_a: Sequence[str] | None = None,
                names_b: Sequence[str] | None = None) -> torch.Tensor:
@@ -61,24 +55,13 @@ def _rbf_cka(feats_a, feats_b, names_a=None, names_b=None) -> torch.Tensor:
     return cka_matrix(feats_a, feats_b, "rbf", names_a=names_a, names_b=names_b)
 
 
-_GEOMETRY = ("rotation", "isotropic scaling", "shift", "example order")  # of the examples' point cloud
+_COMPUTE = {"linear-cka": _linear_cka, "rbf-cka": _rbf_cka, "svcca": svcca_matrix, "pwcca": pwcca_matrix,
+            "procrustes": procrustes_matrix, "rsa": rsa_matrix, "linear-encoding": linear_encoding_matrix}
+if set(_COMPUTE) != set(CATALOGUE):  # an index named in one place only: caught on import, not on a page
+    raise ImportError(f"the similarity catalogue and registry differ: {sorted(set(_COMPUTE) ^ set(CATALOGUE))}")
 
-MEASURES: dict[str, Measure] = {m.name: m for m in [
-    Measure("linear-cka", "Linear CKA", True, "centred kernel alignment of the linear kernels", _linear_cka,
-            (*_GEOMETRY, "swap"), streamed=True),
-    Measure("rbf-cka", "RBF CKA", True, "centred kernel alignment of RBF kernels (bandwidth 0.8 x median distance)",
-            _rbf_cka, (*_GEOMETRY, "swap"), streamed=True),
-    Measure("svcca", "SVCCA", True, "mean canonical correlation of the top principal directions (99 % of the "
-            "variance, at most n/10)", svcca_matrix, (*_GEOMETRY, "swap")),
-    Measure("pwcca", "PWCCA", True, "canonical correlations of the same directions, weighted by how much of the "
-            "row layer's neurons each holds", pwcca_matrix, ("isotropic scaling", "shift", "example order")),
-    Measure("procrustes", "Procrustes distance", False, "residual of the best rotation between the centred, "
-            "unit-norm features (0 = the same up to rotation)", procrustes_matrix, (*_GEOMETRY, "swap")),
-    Measure("rsa", "RSA", True, "Spearman correlation of the two layers' Euclidean distances between examples",
-            rsa_matrix, (*_GEOMETRY, "swap")),
-    Measure("linear-encoding", "Linear encoding (R²)", True, "held-out R² of ridge regression from the row layer "
-            "to the column layer", linear_encoding_matrix, ("rotation", "isotropic scaling", "shift")),
-]}
+MEASURES: dict[str, Measure] = {name: Measure(**asdict(info), compute=_COMPUTE[name])
+                                for name, info in CATALOGUE.items()}
 
 
 def check_measures(names: Sequence[str]) -> list[str]:
