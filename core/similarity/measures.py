@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from core.similarity.catalogue import CATALOGUE, TRANSFORMS, MeasureInfo
+from core.similarity.catalogue import CATALOGUE, TRANSFORMS, MeasureInfo, check_measure_names
 from core.similarity.cca import pwcca_matrix, svcca_matrix
 from core.similarity.cka import cka_matrix
 from core.similarity.encoding import linear_encoding_matrix
@@ -65,11 +65,5 @@ MEASURES: dict[str, Measure] = {name: Measure(**asdict(info), compute=_COMPUTE[n
 
 
 def check_measures(names: Sequence[str]) -> list[str]:
-    """The names, checked: one line naming the unknown one and the known ones."""
-    names = list(dict.fromkeys(names))  # a name given twice is computed once
-    if not names:
-        raise ValueError(f"name at least one similarity measure: {', '.join(MEASURES)}")
-    for name in names:
-        if name not in MEASURES:
-            raise ValueError(f"unknown similarity measure {name!r}: choose from {', '.join(MEASURES)}")
-    return names
+    """The names, each once, checked: one line naming an unknown one and the known ones."""
+    return check_measure_names(names)
