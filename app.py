@@ -8,7 +8,7 @@ from ui.state import run_page, sidebar
 st.set_page_config(page_title="StitchLab", page_icon=":material/join:", layout="wide")
 
 page = st.navigation(list(navigation.pages().values()))
-grids.apply_pending_settings()
+grids.apply_pending_settings(navigation.name_of(page))
 st.session_state.selection = sidebar()
 presenter.apply()
 run_page(page)  # a store fault (full disk, read-only, damaged file) shows as one line, not a traceback

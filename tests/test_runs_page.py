@@ -200,3 +200,22 @@ def test_only_grids_of_the_same_layers_are_offered():
     others = [a, run("same", ["s1", "s2"], ["r1"]), run("fewer", ["s1"], ["r1"]), run("queued", None, None)]
     assert [r["id"] for r in compare.comparable(a, others)] == ["same"]
     assert compare.comparable(run("queued", None, None), others) == []
+
+
+def test_open_sets_the_settings_again_in_the_stitching_pages_own_run(monkeypatch):
+    """Runs → "Open in the Stitching page" came up with the default receiver in about one try in
+    five (a real browser): the button's on_click runs before the Runs page's run, which used up the
+    settings, and the page switch can drop widget state Streamlit had not stored yet. They must be
+    set again in the Stitching page's first run, once (then the user's choices stand)."""
+    from ui import grids
+
+    state: dict = {}
+    monkeypatch.setattr(grids.st, "session_state", state)
+    grids.use_settings({"sender": SENDER, "receiver": "zoo/resnet_1111-s1", "recipe": "Instant"})
+    grids.apply_pending_settings("runs")  # the run the click starts is still the Runs page's
+    state["receiver"] = RECEIVER  # what the switch can leave: the widget's default
+    grids.apply_pending_settings("stitching")
+    assert state["receiver"] == "zoo/resnet_1111-s1" and state["s_layers"] == []
+    state["receiver"] = "zoo/resnet_2222-s1"  # the user's next choice
+    grids.apply_pending_settings("stitching")
+    assert state["receiver"] == "zoo/resnet_2222-s1"

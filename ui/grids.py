@@ -91,21 +91,34 @@ def settings_of(config: dict) -> dict | None:
 
 
 def use_settings(settings: dict) -> None:
-    """Put a stored grid's settings (from :func:`settings_of`) into the Stitching page's widgets;
-    a button's ``on_click``, so it runs before the sidebar's widgets exist in the next run.
+    """Open the Stitching page on a stored grid's settings (from :func:`settings_of`): a button's
+    ``on_click``, followed by ``navigation.switch_to("stitching")``.
 
     Not ``st.switch_page(query_params=...)``: those keys are bound to the URL and Streamlit
-    refuses code that sets a bound parameter (every "Open" crashed). The widgets write the URL."""
-    settings = {"s_layers": [], "r_layers": [], "controls": [], **settings}  # unset ones: not the last grid's
+    refuses code that sets a bound parameter (every "Open" crashed). The widgets write the URL.
+
+    Put into the widgets' state now and again in the Stitching page's first run, before its
+    widgets exist (:func:`apply_pending_settings`): ``on_click`` runs before the *source* page's
+    run, and the page switch that follows can drop widget state Streamlit had not yet stored (in
+    about one Open in five the Stitching page came up with the default receiver)."""
+    settings = _with_unset(settings)
     st.session_state.update(settings)
-    # Put again at the start of the next run (app.py, before the sidebar): a page switch that
-    # empties the URL can reset the sidebar's URL-bound widgets to their defaults in between.
-    st.session_state["_settings_to_apply"] = settings
+    st.session_state[_PENDING_SETTINGS] = settings
 
 
-def apply_pending_settings() -> None:
-    """Called by app.py before any widget: settings :func:`use_settings` left for this run."""
-    st.session_state.update(st.session_state.pop("_settings_to_apply", {}))
+_PENDING_SETTINGS = "_settings_for_stitching"
+
+
+def _with_unset(settings: dict) -> dict:
+    """``settings`` with the layer and control choices it leaves out emptied (not the last grid's)."""
+    return {"s_layers": [], "r_layers": [], "controls": [], **settings}
+
+
+def apply_pending_settings(page_name: str) -> None:
+    """Called by app.py before any widget, with the name of the page this run shows: on the
+    Stitching page, set the settings :func:`use_settings` left for it."""
+    if page_name == "stitching":
+        st.session_state.update(st.session_state.pop(_PENDING_SETTINGS, {}))
 
 
 def bundled_settings(sender: str, receiver: str, dataset: str = "fashion-mnist") -> dict | None:
@@ -139,8 +152,9 @@ def seed_first_screen(sel: Selection) -> None:
         return
     first = bundled_settings(sel.sender, sel.receiver, sel.dataset)
     if first:
-        settings = {k: first[k] for k in ("recipe", "budget", "controls")}
-        use_settings(settings)
+        # This run's widgets only: nothing left pending, which would set them again over the user's
+        # first change.
+        st.session_state.update(_with_unset({k: first[k] for k in ("recipe", "budget", "controls")}))
 
 
 def seed_diagonal(config: dict) -> dict | None:
@@ -180,6 +194,16 @@ def cka_rows(cka: dict) -> list[dict]:
     return [{"model_a": cka["model_a"], "model_b": cka["model_b"], "layer_a": a, "layer_b": b,
              "kernel": cka.get("kernel", "linear"), "cka": cka["cka"][r][c]}
             for r, a in enumerate(cka["layers_a"]) for c, b in enumerate(cka["layers_b"])]
+
+
+def similarity_rows(similarity: dict) -> list[dict]:
+    """One row per measure and layer pair of a stored similarity result
+    (``SimilarityResult.to_json()``), for CSV export."""
+    return [{"model_a": similarity["model_a"], "model_b": similarity["model_b"], "measure": name,
+             "higher_is_similar": measure["higher_is_similar"], "layer_a": a, "layer_b": b,
+             "value": measure["matrix"][r][c]}
+            for name, measure in similarity["measures"].items()
+            for r, a in enumerate(similarity["layers_a"]) for c, b in enumerate(similarity["layers_b"])]
 
 
 # --- stored runs in words: the Runs table, and every picker of a stored grid --------------------

@@ -26,6 +26,11 @@ def pages() -> dict[str, st.Page]:
     }
 
 
+def name_of(page: st.Page) -> str | None:
+    """The name (a key of :func:`pages`) of the page ``st.navigation`` returned for this run."""
+    return next((name for name, known in pages().items() if known.url_path == page.url_path), None)
+
+
 def switch_to(name: str) -> None:
     """Open page ``name`` (a key of :func:`pages`) in this session, its widgets as they are in
     ``st.session_state`` (set them in a button's ``on_click``; the widgets then write the URL).
