@@ -9,7 +9,7 @@ import streamlit as st
 from core import runs as stored_runs
 from core.runs import lifecycle
 from ui import charts, compare, grid_view, grids, jobs, navigation
-from ui.analysis import stitch_cka_panel
+from ui.analysis import similarity_heatmaps, stitch_cka_panel
 from ui.grids import grid_json, grid_rows, settings_of
 from ui.state import store
 from ui.text import plain
@@ -71,6 +71,14 @@ if cka is not None:
     st.download_button("Export CSV", pd.DataFrame(grids.cka_rows(cka)).to_csv(index=False),
                        f"stitchlab-{run['id']}.csv", "text/csv")
     st.download_button("Export JSON", json.dumps(cka, indent=2), f"stitchlab-{run['id']}.json", "application/json")
+    st.stop()
+similarity = stored_runs.load(store(), run["id"]) if run["kind"] == "similarity" else None
+if similarity is not None:  # each measure on the stitching grid's axes, as the Similarity page draws it
+    similarity_heatmaps(similarity, None)
+    st.download_button("Export CSV", pd.DataFrame(grids.similarity_rows(similarity)).to_csv(index=False),
+                       f"stitchlab-{run['id']}.csv", "text/csv")
+    st.download_button("Export JSON", json.dumps(similarity, indent=2), f"stitchlab-{run['id']}.json",
+                       "application/json")
     st.stop()
 if run["kind"] != "grid":
     st.json(run["summary"] or run["config"], expanded=False)

@@ -62,6 +62,14 @@ def test_two_measures_queued_once_drawn_and_ranked_against_the_grid(app_db):
         assert list(table.value.columns) == ["cell", label, "accuracy", "reading"] and len(table.value) == 5
     figure = json.loads(next(c for c in at.get("plotly_chart") if c.key == "sim_rbf-cka").proto.spec)
     assert figure["layout"]["title"]["text"] == "RBF CKA"
+    # The Runs page draws a stored similarity run (it showed only its summary as JSON).
+    (rbf,) = [r for r in Store(app_db).list_runs(kind="similarity") if r["config"]["measures"] == ["rbf-cka"]]
+    at.switch_page("pages/runs.py")
+    at.query_params.update({"run": rbf["id"]})
+    at.run()
+    _no_trouble(at)
+    assert [c.key for c in at.get("plotly_chart")] == ["sim_rbf-cka"]
+    assert [b.proto.label for b in at.get("download_button")] == ["Export CSV", "Export JSON"]
 
 
 def test_an_old_cka_link_opens_on_its_kernel(app_db):
