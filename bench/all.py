@@ -36,10 +36,16 @@ def plan(cuda: bool) -> list[tuple[str, list[str]]]:
                                    "--train-limit", "15000"]),
                 ("cka", []), ("cka", ["--random-width", "64"]), ("kernels", []), ("roofline", ["train"]),
                 ("roofline", ["evaluate"])]
+    # The similarity indices, the store's integrity check and the hostile-input probes run on the CPU
+    # wherever they run: only here, not in a GPU machine's plan, whose time goes to what needs the GPU.
+    # At their own defaults, the sizes BENCHMARKS.md, core/runs/store.py and README.md quote, on
+    # 2 busy cores: similarity_indices 2,000 images (10-18 min), store_check a 1 GB store of 300
+    # grids (under a minute; kept in /tmp for the next run), adversarial_probes 961 probes (4 min).
     return [("grid_lstsq", ["--device", "cpu"]), ("recipes", ["--device", "cpu"]),
             ("grid_controls", ["--device", "cpu"]),
             ("cka", ["--random-width", "16", "--images", "2000", "--device", "cpu"]), ("cpu_engine", []),
-            ("roofline", ["train", "--device", "cpu"]), ("app_speed", []), ("cancel_latency", [])]
+            ("roofline", ["train", "--device", "cpu"]), ("app_speed", []), ("cancel_latency", []),
+            ("similarity_indices", []), ("store_check", []), ("adversarial_probes", [])]
 
 
 def _missing_paper_models() -> list[str]:

@@ -19,6 +19,8 @@ _EXPORTS = {
     "StitchedClassifier": "engine.stitched", "load_stitched": "engine.stitched",
     "MinibatchCKA": "similarity.cka", "cka_matrix": "similarity.cka",
     "CkaResult": "similarity.networks", "model_cka": "similarity.networks", "stitch_cka": "similarity.networks",
+    "MEASURES": "similarity.measures", "SimilarityResult": "similarity.networks",
+    "model_similarity": "similarity.networks",
     "DatasetInfo": "data.datasets", "ImageSet": "data.datasets", "load_dataset": "data.datasets",
     "Cancelled": "errors", "CheckpointError": "errors", "NotStitchable": "errors", "StoreError": "errors",
     "Progress": "progress", "Status": "progress",

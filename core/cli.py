@@ -7,6 +7,7 @@ means a bug.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import unicodedata
@@ -51,23 +52,23 @@ def _write_json(data, path: str | None) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def _check_writable(path: str | None, flag: str) -> None:
+def _check_writable(path: str | None, flag: str, fix: str = "choose a writable path, or '-' for stdout",
+                    example: str = "result.json") -> None:
     """Refuse an output path that cannot be written, before the work: a grid run without --db
     would otherwise be computed, then lost. Probes by creating the file (and any folders it
     needs) and removing them again, so a check leaves nothing behind."""
     if path in (None, "-"):
         return
     out = Path(path)  # as _write_json will write it: a shell has expanded '~' already
-    fix = "choose a writable path, or '-' for stdout"
-    if out.is_dir():
-        raise UserError(f"{flag} {path!r} is a folder; give a file path in it, e.g. {str(out / 'result.json')!r}")
-    missing = []  # the folders _write_json will create
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
     created = []
     try:
+        if out.is_dir():
+            raise UserError(f"{flag} {path!r} is a folder; give a file path in it, e.g. {str(out / example)!r}")
+        missing = []  # the folders _write_json will create
+        folder = out.parent
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
         for new_folder in reversed(missing):
             new_folder.mkdir()
             created.append(new_folder)
@@ -78,10 +79,39 @@ def _check_writable(path: str | None, flag: str) -> None:
             out.unlink()
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # no folder can hold that name
+            fix = "choose a shorter path"
         raise UserError(f"cannot write {flag} {path!r} ({reason}): {fix}") from None
     finally:
         for new_folder in reversed(created):
             new_folder.rmdir()
+
+
+def _check_store(path: str | None) -> None:
+    """``--db``: a store that exists is the store's to open (one it cannot write is still read, and
+    it says so); a new one must be creatable, as an output file is, before the work."""
+    if not path:  # '': the default store (runs, worker) or none (grid), as the commands read it
+        return
+    store = Path(path).expanduser()  # as the store opens it
+    try:
+        exists = store.is_file()
+    except OSError:  # a name too long to look up: the probe says so in words
+        exists = False
+    if not exists:
+        _check_writable(str(store), "--db", fix="choose a store file in a folder you can write to",
+                        example="stitchlab.sqlite3")
+
+
+def _check_out(out: str | None, command: str) -> None:
+    """``--out``: zoo train writes a folder (its manifest is the file probed), lesson build one file."""
+    if out is None:
+        return
+    if command == "zoo":
+        from core.models.zoo import manifest_path
+
+        _check_writable(str(manifest_path(Path(out))), "--out", fix="choose a folder you can write to")
+    else:
+        _check_writable(out, "--out", fix="choose a writable path", example="lesson.json")
 
 
 # A progress line is redrawn in place (no newline) until the work ends; an error in between must
@@ -502,8 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_before_work(args) -> None:
-    """What can be known wrong before a command computes anything: a device name, and every
-    output file (a result that cannot be written is otherwise lost after the work)."""
+    """What can be known wrong before a command computes anything: a device name, every output
+    file and folder (a result that cannot be written is otherwise lost after the work), and a
+    store file that cannot be made."""
     if getattr(args, "device", None) is not None:
         from core.device import check_device_name
 
@@ -515,6 +546,8 @@ def _check_before_work(args) -> None:
             raise UserError(f"--{flag} {value} is too large: give a whole number such as 0 or 1")
     for flag in ("json", "png"):
         _check_writable(getattr(args, flag, None), f"--{flag}")
+    _check_store(getattr(args, "db", None))
+    _check_out(getattr(args, "out", None), args.command)
 
 
 def _user_errors():

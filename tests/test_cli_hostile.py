@@ -128,6 +128,74 @@ def test_an_output_check_leaves_nothing_behind(tmp_path, monkeypatch):
     assert not (tmp_path / "new").exists()
 
 
+# --db: a store that cannot be made is refused before the work -----------------------------------------
+_STORE_COMMANDS = {
+    "grid": (GRID + ["--json", "-"], "core.engine.grid.run_grid"),
+    "similarity": (["similarity", SMALL_MODEL, OTHER_SMALL_MODEL, "--measure", "linear-cka", "--limit", "16",
+                    "--device", "cpu", "--quiet", "--json", "-"], "core.runs.similarity_runs.run_similarity"),
+    "sweep": (["sweep", "--models", SMALL_MODEL, "--name", "s", "--device", "cpu", "--quiet"],
+              "core.runs.sweep.run_sweep"),
+    "runs": (["runs"], "core.runs.store.Store"),
+    "worker": (["worker", "--idle-exit", "1"], "core.runs.service.serve"),
+}
+
+
+@pytest.mark.parametrize("command", list(_STORE_COMMANDS))
+def test_a_store_name_too_long_for_the_filesystem_is_one_line_naming_db(command, tmp_path, monkeypatch):
+    """It was the file system's words alone ('[Errno 36] File name too long: ...'), naming no option."""
+    argv, work = _STORE_COMMANDS[command]
+    _no_work(monkeypatch, work)
+    _no_work(monkeypatch, "core.runs.store.Store")
+    store = str(tmp_path / ("s" * 300 + ".sqlite3"))
+    _refused(run_cli(argv + ["--db", store]), "cannot write --db", "File name too long", "choose a shorter path")
+
+
+def test_an_output_name_too_long_for_the_filesystem_is_one_line_naming_the_flag(tmp_path):
+    """Looking the path up raised before the probe could put it in words."""
+    _refused(run_cli(["models", "--json", str(tmp_path / ("j" * 300 + ".json"))]), "cannot write --json",
+             "File name too long", "choose a shorter path")
+
+
+@pytest.mark.parametrize("store, words", [("plain-file/store.sqlite3", "Not a directory"), (".", "is a folder")],
+                         ids=["under-a-file", "a-folder"])
+def test_a_store_that_cannot_be_made_is_refused_before_the_work(store, words, tmp_path, monkeypatch):
+    (tmp_path / "plain-file").write_text("a file, not a folder\n")
+    _no_work(monkeypatch, "core.engine.grid.run_grid")
+    _refused(run_cli(GRID + ["--json", "-", "--db", str(tmp_path / store)]), "--db", words)
+
+
+def test_a_store_check_leaves_nothing_behind(tmp_path, monkeypatch):
+    _no_work(monkeypatch, "core.runs.store.Store")
+    outcome = run_cli(["runs", "--db", str(tmp_path / "new" / "deeper" / "store.sqlite3")])
+    assert isinstance(outcome.exception, AssertionError)  # the check passed; opening the store was next
+    assert not (tmp_path / "new").exists()
+
+
+# --out of zoo train (a folder) and lesson build (a file): checked before the hours of work ------------------
+@pytest.mark.parametrize("argv, work, shown", [
+    (["zoo", "train", "--epochs", "1", "--out", "{out}"], "core.models.zoo_train.train_zoo", "{out}/manifest.json"),
+    (["lesson", "build", "--out", "{out}"], "core.runs.lesson.build_lesson", "{out}"),
+], ids=["zoo-train", "lesson-build"])
+def test_an_out_that_cannot_be_written_is_refused_before_the_work(argv, work, shown, tmp_path, monkeypatch):
+    (tmp_path / "plain-file").write_text("a file, not a folder\n")
+    out = str(tmp_path / "plain-file" / "zoo")
+    _no_work(monkeypatch, work)
+    shown = shown.replace("{out}", out)
+    _refused(run_cli([arg.replace("{out}", out) for arg in argv]), f"cannot write --out {shown!r}", "Not a directory",
+             "choose a")
+
+
+@pytest.mark.parametrize("argv, work", [
+    (["zoo", "train", "--epochs", "1", "--out", "{out}"], "core.models.zoo_train.train_zoo"),
+    (["lesson", "build", "--out", "{out}/lesson.json"], "core.runs.lesson.build_lesson"),
+], ids=["zoo-train", "lesson-build"])
+def test_an_out_check_leaves_nothing_behind(argv, work, tmp_path, monkeypatch):
+    _no_work(monkeypatch, work)
+    outcome = run_cli([arg.replace("{out}", str(tmp_path / "new" / "deeper")) for arg in argv])
+    assert isinstance(outcome.exception, AssertionError)  # the check passed; the work was next
+    assert not (tmp_path / "new").exists()
+
+
 # --- item 8: runs --kind --------------------------------------------------------------------------
 def test_runs_of_an_unknown_kind_is_one_line_listing_the_kinds(tmp_path):
     message = _refused(run_cli(["runs", "--db", str(tmp_path / "store.sqlite3"), "--kind", "bogus"]),

@@ -151,3 +151,53 @@ def test_an_upload_keeps_its_layers_so_the_dashboard_lists_them_without_loading_
     name = save_upload(weights.read_bytes(), "mine.safetensors", "layers-test", like="zoo/resnet_1111-s0")
     monkeypatch.setattr(network, "_cached_model", lambda *a: pytest.fail("the upload was loaded to list its layers"))
     assert catalog.layers_of(name) == catalog.layers_of("zoo/resnet_1111-s0")
+
+
+def _torchvision_file(path, classes: int | None):
+    """squeezenet1_1 (1.2 M parameters) saved with ``classes`` outputs and a config that leaves
+    ``num_classes`` unsaid."""
+    torch.manual_seed(0)
+    module = torchvision.models.squeezenet1_1(weights=None, num_classes=classes)
+    meta = {"config": {"arch": "torchvision", "name": "squeezenet1_1"}, "dataset": "cifar10",
+            "input_shape": [3, 64, 64], "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_checkpoint(module, path, meta, dtype=torch.float32)
+    return module
+
+
+@pytest.mark.parametrize("classes", [10, 1000])
+def test_a_torchvision_file_without_num_classes_predicts_as_many_classes_as_its_head(tmp_path, classes):
+    """It said 10 whatever the file held, and a 10-class head did not even load (torchvision's default is 1000)."""
+    module = _torchvision_file(tmp_path / "tv.safetensors", classes).eval()
+    net = load_model(f"file:{tmp_path / 'tv.safetensors'}")
+    x = torch.rand(2, 3, 64, 64)
+    assert net.num_classes == classes and net(x).shape == (2, classes)
+    assert torch.equal(net(x), module(net.prepare(x)))
+    assert net.config["num_classes"] == classes  # so that a random copy builds the same head
+    assert net.random_copy(1)(x).shape == (2, classes)
+
+
+def test_a_torchvision_file_given_its_config_reads_its_classes_too(tmp_path):
+    torch.manual_seed(0)
+    plain = tmp_path / "plain.pt"
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=7).state_dict(), plain)
+    net = load_model(f"file:{plain}", config={"arch": "torchvision", "name": "squeezenet1_1"})
+    assert net.num_classes == 7 and net.module(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+    assert net.input_shape[0] == 3  # its own channels (it said 1, so every image was refused)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 7)  # Fashion-MNIST's grey images, repeated
+
+
+def test_a_torchvision_file_without_its_head_is_refused_naming_it(tmp_path):
+    plain = tmp_path / "headless.pt"
+    state = torchvision.models.squeezenet1_1(weights=None).state_dict()
+    torch.save({k: v for k, v in state.items() if not k.startswith("classifier.1.")}, plain)
+    with pytest.raises(CheckpointError, match=r"missing keys: classifier\.1\.weight, classifier\.1\.bias"):
+        load_model(f"file:{plain}", config={"arch": "torchvision", "name": "squeezenet1_1"})
+
+
+def test_the_zoo_architectures_keep_ten_classes_by_default(tmp_path):
+    trained = load_model("zoo/resnet_1111-s0")
+    config = {k: v for k, v in trained.config.items() if k != "num_classes"}
+    plain = tmp_path / "plain.pt"
+    torch.save(trained.module.state_dict(), plain)
+    net = load_model(f"file:{plain}", config=config)
+    assert net.num_classes == 10 and "num_classes" not in net.config

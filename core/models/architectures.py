@@ -22,8 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["build_architecture", "check_config", "state_shapes", "input_channels", "SmallResNet", "VGGStyle",
-           "ARCHITECTURES", "MAX_STATE_NUMBERS"]
+__all__ = ["build_architecture", "check_config", "state_shapes", "input_channels", "classes_of", "classes_in_state",
+           "SmallResNet", "VGGStyle", "ARCHITECTURES", "MAX_STATE_NUMBERS"]
 
 
 class BasicBlock(nn.Module):
@@ -174,11 +174,11 @@ def _first_conv(model: nn.Module):
 
 ARCHITECTURES = {
     "resnet": lambda cfg: SmallResNet(cfg.get("blocks", (1, 1, 1, 1)), cfg.get("width", 16),
-                                      cfg.get("in_channels", 1), cfg.get("num_classes", 10)),
+                                      input_channels(cfg), classes_of(cfg)),
     "vgg": lambda cfg: VGGStyle(cfg.get("stages", ((32, 32), (64, 64), (128, 128))),
-                                cfg.get("in_channels", 1), cfg.get("num_classes", 10)),
+                                input_channels(cfg), classes_of(cfg)),
     "torchvision": lambda cfg: _torchvision_model(
-        cfg["name"], cfg.get("num_classes", 1000), cfg.get("in_channels", 3), cfg.get("small_input", False),
+        cfg["name"], classes_of(cfg), input_channels(cfg), cfg.get("small_input", False),
         **cfg.get("kwargs", {})),
 }
 
@@ -202,6 +202,8 @@ _KEYS = {
     "torchvision": ("arch", "name", "num_classes", "in_channels", "small_input", "kwargs"),
 }
 _DEFAULT_IN_CHANNELS = {"resnet": 1, "vgg": 1, "torchvision": 3}
+# The zoo's own architectures default to Fashion-MNIST's classes, torchvision's to ImageNet's (its own default).
+_DEFAULT_CLASSES = {"resnet": 10, "vgg": 10, "torchvision": 1000}
 
 
 def _shown(value) -> str:
@@ -280,6 +282,34 @@ def check_config(config: dict) -> dict:
 def input_channels(config: dict) -> int:
     """The channels the network built from ``config`` takes (its architecture's default if unsaid)."""
     return config.get("in_channels", _DEFAULT_IN_CHANNELS.get(config.get("arch"), 3))
+
+
+def classes_of(config: dict) -> int:
+    """The classes the network built from ``config`` predicts (its architecture's default if unsaid)."""
+    return config.get("num_classes", _DEFAULT_CLASSES.get(config.get("arch"), 1000))
+
+
+def classes_in_state(config: dict, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """How many classes a state dict of these tensor ``shapes`` predicts, for ``config``'s architecture:
+    the size of the head's dimension that ``num_classes`` sets, found by laying the network out (no
+    memory) with one class and with two and reading the dimension that differs. None where the head
+    tensors are missing, disagree or hold no allowed count, or the network cannot be laid out."""
+    try:
+        layouts = [state_shapes({**config, "num_classes": n}) for n in (1, 2)]
+    except ValueError:  # a config that cannot be built is refused, in its words, by whoever builds it
+        return None
+    if None in layouts:
+        return None
+    (_, one), (_, two) = layouts
+    counts = set()
+    for key, shape in one.items():
+        if shape == two[key]:
+            continue
+        dim = next(i for i, (a, b) in enumerate(zip(shape, two[key])) if a != b)
+        found = shapes.get(key)
+        counts.add(found[dim] if found is not None and len(found) == len(shape) else None)
+    count = counts.pop() if len(counts) == 1 else None
+    return count if count is not None and _whole(count, 1, _MAX_CLASSES) else None
 
 
 def _lay_out(config: dict) -> nn.Module | None:
