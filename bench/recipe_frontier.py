@@ -20,11 +20,15 @@ the machine's load average, because this 2-core machine is shared.
 
     nice -n 10 python -m bench.recipe_frontier --recipes lr2.5e-4-b8 --roles judge,seed
     nice -n 10 python -m bench.recipe_frontier --recipes instant,lr1e-3-b32 --pairs 1111-s0:1111-s1
+    nice -n 10 python -m bench.recipe_frontier --recipes lr3e-3-b32 --roles seed --pairs 2222-s0:2222-s1 \
+        --layers layer1.0,layer1.1,layer2.1 --train-limit 60000 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import time
 
@@ -55,7 +59,8 @@ def _task_trained(lr: float, batch_size: int, epochs: float = 1.0, **more) -> di
 def candidates() -> dict[str, dict]:
     """Recipe name -> GridConfig fields: the page's recipes, then the candidates (least squares,
     then SGD with momentum 0.9 and weight decay 0.01, as the paper's, at small learning rates and
-    batches: 2,000 images at batch 256 are 8 steps, too few)."""
+    batches: 2,000 images at batch 256 are 8 steps, too few), and candidates with an
+    ``optimizer`` or ``lr_schedule`` the engine does not have (:func:`prototype_optimizer`)."""
     from core.runs.recipes import RECIPES
 
     table = {key: dict(recipe.settings) for key, recipe in RECIPES.items()}
@@ -67,6 +72,22 @@ def candidates() -> dict[str, dict]:
         "lr5e-4-b8": _task_trained(5e-4, 8),
         "lr1e-3-b32-e2": _task_trained(1e-3, 32, 2.0),
         "lr5e-4-b16-e2": _task_trained(5e-4, 16, 2.0),
+        # issue 17, second round: the seed check on R2222 (layer1.x) is what fails
+        "lr2.5e-4-b8-wd0": _task_trained(2.5e-4, 8, weight_decay=0.0),
+        "lr2.5e-3-b8-m0": _task_trained(2.5e-3, 8, momentum=0.0),
+        "lr1e-3-b8": _task_trained(1e-3, 8),
+        "lr2e-3-b8": _task_trained(2e-3, 8),
+        "lr2e-3-b32": _task_trained(2e-3, 32),
+        "lr3e-3-b32": _task_trained(3e-3, 32),
+        "lr2e-3-b64": _task_trained(2e-3, 64),
+        "lr3e-3-b64": _task_trained(3e-3, 64),
+        # not engine settings: tried by swapping the optimizer the engine builds (prototype_optimizer)
+        "adam-lr1e-3-b8": _task_trained(1e-3, 8, optimizer="adam"),
+        "adam-lr1e-3-b32": _task_trained(1e-3, 32, optimizer="adam"),
+        "lr5e-3-b8-linear": _task_trained(5e-3, 8, lr_schedule="linear"),
+        "lr8e-3-b8-linear": _task_trained(8e-3, 8, lr_schedule="linear"),
+        "lr1.2e-2-b8-cosine": _task_trained(1.2e-2, 8, lr_schedule="cosine"),
+        "lr3.2e-2-b16-linear": _task_trained(3.2e-2, 16, lr_schedule="linear"),
         "scratch-bn-lr1e-2-b32": {"mode": "train", "epochs": 1.0, "lr": 1e-2, "momentum": 0.9, "batch_size": 32,
                                   "weight_decay": 0.01, "bn_before": True, "bn_after": True},
     })
@@ -90,12 +111,12 @@ def reproduces(stats: dict, min_asymmetry: float = MIN_ASYMMETRY, min_lower_left
 
 
 def diagonal_gaps(sender_layers: list[str], receiver_layers: list[str], matrix: list[list[float | None]],
-                  receiver_accuracy: float) -> dict[str, float | None]:
+                  receiver_accuracy: float, layers: set[str] | None = None) -> dict[str, float | None]:
     """Receiver accuracy - stitched accuracy at each layer both networks have (a model and its
-    second seed: the same layer names); None where that cell has no number."""
+    second seed: the same layer names; of ``layers`` only, if given); None where that cell has no number."""
     return {name: None if matrix[i][receiver_layers.index(name)] is None
             else receiver_accuracy - matrix[i][receiver_layers.index(name)]
-            for i, name in enumerate(sender_layers) if name in receiver_layers}
+            for i, name in enumerate(sender_layers) if name in receiver_layers and (layers is None or name in layers)}
 
 
 def max_gap(gaps: dict[str, float | None]) -> float | None:
@@ -115,31 +136,87 @@ def verdict(judged: list[dict], seed_gaps: list[float | None], min_pairs: int = 
             "seed_check_passed": sane, "meets_criteria": passing >= min_pairs and sane}
 
 
+# ---- settings the engine does not have, tried before adding them to GridConfig
+
+PROTOTYPE_SETTINGS = {"optimizer": "sgd", "lr_schedule": "constant"}
+
+
+def decayed_lr(lr: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of step ``step`` (from 0) of ``total_steps``: constant, or decaying to 0
+    linearly or along half a cosine."""
+    fraction = min(step / total_steps, 1.0)
+    if schedule == "linear":
+        return lr * (1.0 - fraction)
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * fraction))
+    if schedule == "constant":
+        return lr
+    raise ValueError(f"unknown lr_schedule {schedule!r}: choose constant, linear or cosine")
+
+
+@contextlib.contextmanager
+def prototype_optimizer(optimizer: str = "sgd", lr_schedule: str = "constant", total_steps: int = 1):
+    """While open, the engine's ``torch.optim.SGD(params, lr, momentum, weight_decay)`` builds
+    ``optimizer`` instead (``adam``: Adam without weight decay) and steps its learning rate along
+    ``lr_schedule``: in this process only, to learn whether an engine option would pay."""
+    import torch
+
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose sgd or adam")
+    decayed_lr(1.0, lr_schedule, 0, 1)  # an unknown schedule fails here, before any grid runs
+    sgd = torch.optim.SGD
+
+    def build(params, lr, momentum=0.0, weight_decay=0.0):
+        built = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
+                 else sgd(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+        step_once, done = built.step, [0]
+
+        def step(*args, **kwargs):
+            for group in built.param_groups:
+                group["lr"] = decayed_lr(lr, lr_schedule, done[0], total_steps)
+            done[0] += 1
+            return step_once(*args, **kwargs)
+
+        built.step = step
+        return built
+
+    torch.optim.SGD = build
+    try:
+        yield
+    finally:
+        torch.optim.SGD = sgd
+
+
 # ---- running grids
 
-def _diagonal_pairs(sender: str, receiver: str) -> list[list[str]]:
+def diagonal_pairs(sender: str, receiver: str, layers: set[str] | None = None) -> list[list[str]]:
+    """[name, name] for each layer both networks have (of ``layers`` only, if given), in the sender's order."""
     from core.models.catalog import layers_of
 
     theirs = {name for name, _ in layers_of(receiver)}
-    return [[name, name] for name, _ in layers_of(sender) if name in theirs]
+    return [[name, name] for name, _ in layers_of(sender) if name in theirs and (layers is None or name in layers)]
 
 
 def run_one(recipe: str, settings: dict, role: str, sender: str, receiver: str, train_limit: int,
-            eval_limit: int, device) -> dict:
-    """One grid, end to end (model cache cleared), with its timings, cells and statistics."""
+            eval_limit: int, device, layers: set[str] | None = None) -> dict:
+    """One grid, end to end (model cache cleared), with its timings, cells and statistics; a seed
+    pair's grid holds its same-name cells (of ``layers`` only, if given)."""
     import torch
 
     from core.engine.grid import run_grid
     from core.models.network import _cached_model
 
+    prototype = {k: settings.get(k, v) for k, v in PROTOTYPE_SETTINGS.items()}
     config = {"sender": sender, "receiver": receiver, "train_limit": train_limit, "eval_limit": eval_limit,
-              **settings}
+              **{k: v for k, v in settings.items() if k not in PROTOTYPE_SETTINGS}}
     if role == "seed":  # the sanity check needs only the matching layers (a cell does not depend on the others)
-        config["pairs"] = _diagonal_pairs(sender, receiver)
+        config["pairs"] = diagonal_pairs(sender, receiver, layers)
+    total_steps = max(1, round(config.get("epochs", 1.0) * -(-train_limit // config.get("batch_size", 256))))
     _cached_model.cache_clear()
     load_before = os.getloadavg()[0]
     cpu_start, start = time.process_time(), time.perf_counter()
-    result = run_grid(config, device=device)
+    with prototype_optimizer(**prototype, total_steps=total_steps):
+        result = run_grid(config, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -153,7 +230,7 @@ def run_one(recipe: str, settings: dict, role: str, sender: str, receiver: str, 
               "receiver_layers": result.receiver_layers,
               "accuracy": [[None if v is None else round(v, 4) for v in row] for row in matrix]}
     if role == "seed":
-        gaps = diagonal_gaps(result.sender_layers, result.receiver_layers, matrix, result.receiver_accuracy)
+        gaps = diagonal_gaps(result.sender_layers, result.receiver_layers, matrix, result.receiver_accuracy, layers)
         record.update(diagonal_gaps={k: None if v is None else round(v, 4) for k, v in gaps.items()},
                       max_gap=_round(max_gap(gaps)))
     else:
@@ -207,6 +284,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--recipes", default="lr2.5e-4-b8", help=f"comma-separated, of: {', '.join(known)}")
     parser.add_argument("--roles", default="judge,seed", help="comma-separated, of: tune, judge, seed")
     parser.add_argument("--pairs", help="only these pairs, e.g. 1111-s0:2222-s0,vgg_small-s0:1122-s0")
+    parser.add_argument("--layers", help="seed pairs: only these same-name layers, e.g. layer1.0,layer1.1")
     parser.add_argument("--train-limit", type=int, default=2000, help="default: the Quick budget's 2,000")
     parser.add_argument("--eval-limit", type=int, default=1000, help="default: the Quick budget's 1,000")
     parser.add_argument("--threads", type=int, default=2)
@@ -221,16 +299,17 @@ def main(argv=None) -> list[dict]:
     wanted = None if not args.pairs else {tuple(p.split(":")) for p in args.pairs.split(",")}
     plan = [(role, s, r) for role, s, r in PAIRS if role in roles
             and (wanted is None or (_short(s), _short(r)) in wanted)]
+    layers = None if not args.layers else set(args.layers.split(","))
     load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")  # file reading is not the grid
     records = []
     for recipe in args.recipes.split(","):
         for role, sender, receiver in plan:
             record = run_one(recipe, known[recipe], role, f"zoo/{sender}", f"zoo/{receiver}", args.train_limit,
-                             args.eval_limit, device)
+                             args.eval_limit, device, layers)
             records.append(emit("recipe_frontier", device, **record))
         judged = [r["stats"] for r in records if r["recipe"] == recipe and r["role"] == "judge"]
         seeds = [r["max_gap"] for r in records if r["recipe"] == recipe and r["role"] == "seed"]
-        if judged and seeds:
+        if judged and seeds and layers is None:  # a seed check of some layers only is no verdict
             emit("recipe_frontier_verdict", device, recipe=recipe, settings=known[recipe], **verdict(judged, seeds))
     print(table(records), flush=True)
     return records

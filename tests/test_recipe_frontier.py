@@ -5,7 +5,16 @@ import math
 
 import pytest
 
-from bench.recipe_frontier import asymmetry_stats, diagonal_gaps, max_gap, reproduces, verdict
+from bench.recipe_frontier import (
+    asymmetry_stats,
+    decayed_lr,
+    diagonal_gaps,
+    diagonal_pairs,
+    max_gap,
+    prototype_optimizer,
+    reproduces,
+    verdict,
+)
 
 
 def test_square_grid_regions_and_asymmetry():
@@ -54,6 +63,8 @@ def test_diagonal_gap_at_matching_layers():
     gaps = diagonal_gaps(layers, layers, grid, receiver_accuracy=0.94)
     assert gaps == pytest.approx({"stem": 0.02, "layer1.0": 0.04, "layer2.0": 0.0})
     assert max_gap(gaps) == pytest.approx(0.04)
+    # --layers: a grid of some same-name cells only; the others are not failures
+    assert diagonal_gaps(layers, layers, grid, 0.94, {"layer1.0"}) == pytest.approx({"layer1.0": 0.04})
 
 
 def test_diagonal_gap_follows_names_not_positions_and_a_missing_cell_fails():
@@ -72,3 +83,40 @@ def test_verdict_needs_three_pairs_and_every_seed_diagonal_within_three_points()
     assert not failing_seed["meets_criteria"]
     assert not verdict([good, good, good], [])["meets_criteria"]  # no sanity check run: no pass
     assert not verdict([good, good, good], [None])["meets_criteria"]
+
+
+def test_learning_rate_schedules_decay_to_zero_over_the_steps():
+    assert [decayed_lr(1.0, "constant", k, 4) for k in range(5)] == [1.0] * 5
+    assert [decayed_lr(2.0, "linear", k, 4) for k in range(5)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    assert [decayed_lr(1.0, "cosine", k, 2) for k in range(3)] == pytest.approx([1.0, 0.5, 0.0])
+    assert decayed_lr(1.0, "linear", 9, 4) == 0.0  # past the end: never negative
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        decayed_lr(1.0, "step", 0, 4)
+
+
+def test_prototype_optimizer_swaps_the_engines_sgd_and_restores_it():
+    torch = pytest.importorskip("torch")
+    sgd = torch.optim.SGD
+    weight = torch.nn.Parameter(torch.ones(2))
+    with prototype_optimizer("adam", "linear", total_steps=2):
+        built = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=0.01)  # as the engine calls it
+        assert isinstance(built, torch.optim.Adam)
+        lrs = []
+        for _ in range(2):
+            weight.sum().backward()
+            built.step()
+            lrs.append(built.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.05])
+    assert torch.optim.SGD is sgd
+    with prototype_optimizer(), pytest.raises(RuntimeError):  # restored even when the grid fails
+        raise RuntimeError
+    assert torch.optim.SGD is sgd
+    with pytest.raises(ValueError, match="unknown optimizer"), prototype_optimizer("lbfgs"):
+        pass
+
+
+def test_seed_pairs_are_the_same_name_layers_or_the_chosen_ones():
+    assert diagonal_pairs("zoo/resnet_1111-s0", "zoo/resnet_1111-s1") == [
+        [name, name] for name in ("stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0")]
+    assert diagonal_pairs("zoo/resnet_1111-s0", "zoo/resnet_2222-s0", {"layer1.0", "layer1.1", "stem"}) == [
+        ["stem", "stem"], ["layer1.0", "layer1.0"]]  # layer1.1: the receiver's only
