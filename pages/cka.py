@@ -9,7 +9,7 @@ import streamlit as st
 from core.runs.similarity_runs import similarity_configs
 from ui import jobs, navigation
 from ui.analysis import agreement_section, offered_measures, over_budget, similarity_heatmaps, stored_similarity
-from ui.grids import grid_json, grids_of_pair, run_picker
+from ui.grids import first_to_compare, grid_json, grids_of_pair, run_picker
 
 navigation.through_app()
 
@@ -44,9 +44,10 @@ if missing:
             "through both networks once and computes each measure from the same features.")
 
 grids = grids_of_pair(sel.sender, sel.receiver, control="none")
-# The newest by default; an older recipe, or the bundled task-trained grid, on demand (the URL holds
+# The newest computed here, else the bundled task-trained grid; any other on demand (the URL holds
 # the choice's label, ?cka_grid=..., which ends with its run id).
-picked = run_picker("Stitching grid to compare with", grids, key="cka_grid") if grids else None
+picked = run_picker("Stitching grid to compare with", grids, key="cka_grid",
+                    default=first_to_compare(grids)) if grids else None
 grid = grid_json(picked) if picked else None
 similarity_heatmaps(similarity, grid)
 if grid is None:

@@ -153,21 +153,23 @@ def test_the_difference_of_two_grids_of_the_same_layers(app, stored):
 
 
 def test_the_cka_page_compares_with_the_chosen_grid(app, stored):
-    newest, older = stored["bundled"]["deeper_lstsq"], stored["bundled"]["deeper"]
+    """By default with the bundled task-trained grid (only bundled grids of this pair are stored),
+    not the newest bundled one (least squares); any other on demand, and in the link."""
+    trained, lstsq = stored["bundled"]["deeper"], stored["bundled"]["deeper_lstsq"]
     at = _open(app, "pages/cka.py")
     picker = at.selectbox(key="cka_grid")
-    assert picker.value == newest
-    assert picker.options[1] == f"{run_label(Store(stored['db']).get_run(older))} · run {older}"
+    assert picker.value == trained
+    assert picker.options[0] == f"{run_label(Store(stored['db']).get_run(lstsq))} · run {lstsq}"  # newest first
     computed = datetime.fromisoformat(LESSON["made_with"]["date"]).timestamp()  # not when the store installed it
     assert f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(computed))} · bundled" in picker.options[1]
-    assert _cell_colors(_chart(at, "cka_page_grid")) == _done_values(LESSON["grids"]["deeper_lstsq"])
-    picker.set_value(older).run()
-    _no_trouble(at)
     assert _cell_colors(_chart(at, "cka_page_grid")) == _done_values(LESSON["grids"]["deeper"])
-    link = next(option for option in picker.options if option.endswith(older))  # what the URL holds
+    picker.set_value(lstsq).run()
+    _no_trouble(at)
+    assert _cell_colors(_chart(at, "cka_page_grid")) == _done_values(LESSON["grids"]["deeper_lstsq"])
+    link = next(option for option in picker.options if option.endswith(lstsq))  # what the URL holds
     again = AppTest.from_file(APP, default_timeout=120)
     again.run()
-    assert _open(again, "pages/cka.py", cka_grid=link).selectbox(key="cka_grid").value == older
+    assert _open(again, "pages/cka.py", cka_grid=link).selectbox(key="cka_grid").value == lstsq
 
 
 # --- the arithmetic, on its own -----------------------------------------------------------------

@@ -38,6 +38,8 @@ def test_two_measures_queued_once_drawn_and_ranked_against_the_grid(app_db):
     assert at.title[0].value.startswith("Similarity")
     assert at.multiselect(key="sim_measures").value == ["linear-cka"]
     assert _charts(at) == ["cka_page_grid"]  # the bundled grid of the default pair, before any measure
+    # the task-trained one (it was the newest bundled grid, least squares: the opposite picture)
+    assert at.selectbox(key="cka_grid").format_func(at.selectbox(key="cka_grid").value).startswith("Paper recipe")
     at.multiselect(key="sim_measures").set_value(["rbf-cka", "linear-cka"]).run()
     assert any("Not stored for 500 test images yet: RBF CKA, Linear CKA" in i.value for i in at.info)
     for _ in range(2):

@@ -270,6 +270,17 @@ def layers_words(config: dict) -> str:
     return f"{', '.join(rows) if rows else 'all'} → {', '.join(cols) if cols else 'all'}"
 
 
+def first_to_compare(runs: list[dict]) -> int:
+    """Which of a pair's stored grids (newest first) a page compares with by default: the newest
+    one computed here, else the bundled task-trained grid (the paper's finding), not the bundled
+    least-squares one, which imitates the receiver's activation and so reads like a similarity
+    index itself."""
+    own = next((k for k, run in enumerate(runs) if not bundled.provenance(run)), None)
+    if own is not None:
+        return own
+    return next((k for k, run in enumerate(runs) if run["config"].get("mode") == "train"), 0)
+
+
 def run_picker(label: str, runs: list[dict], key: str, default: int | None = 0, where=None,
                with_pair: bool = False, **kwargs) -> dict | None:
     """A selectbox of stored grids in words (:func:`run_label`), newest first, bound to the URL
