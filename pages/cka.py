@@ -8,7 +8,14 @@ import streamlit as st
 
 from core.runs.similarity_runs import similarity_configs
 from ui import jobs, navigation
-from ui.analysis import agreement_section, offered_measures, over_budget, similarity_heatmaps, stored_similarity
+from ui.analysis import (
+    agreement_section,
+    offered_measures,
+    over_budget,
+    similarity_heatmaps,
+    similarity_time_hint,
+    stored_similarity,
+)
 from ui.grids import first_to_compare, grid_json, grids_of_pair, run_picker
 
 navigation.through_app()
@@ -36,6 +43,8 @@ configs = similarity_configs(sel.sender, sel.receiver, chosen, limit=images, dat
 similarity, missing = stored_similarity(configs)
 if missing and st.button("Compute", type="primary"):
     jobs.submit("similarity", missing, sel.device)
+if missing:
+    st.caption(similarity_time_hint(missing))
 jobs.progress_panel()
 jobs.show_errors()
 if missing:

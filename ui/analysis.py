@@ -15,6 +15,7 @@ from core.similarity.catalogue import check_feature_budget, measure_catalogue
 
 from . import charts, grid_view
 from .state import store
+from .text import duration
 
 
 def stitch_cka_panel(grid: dict, i: str, j: str) -> None:
@@ -97,6 +98,27 @@ def over_budget(model_a: str, model_b: str, images: int) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def similarity_time_hint(configs: list[dict]) -> str:
+    """How long computing these similarity runs (one index each) should take on this machine: each
+    index scaled to its images and layer pairs (:func:`core.runs.estimates.similarity_estimate`)."""
+    from core.models import catalog
+    from core.runs.estimates import similarity_estimate
+
+    parts, total, sources = [], 0.0, set()
+    for config in configs:
+        (name,) = config["measures"]
+        pairs = (len(config["layers_a"] or catalog.layers_of(config["model_a"]))
+                 * len(config["layers_b"] or catalog.layers_of(config["model_b"])))
+        found = similarity_estimate(store(), name, config["limit"] or 10_000, pairs)
+        if found is None:
+            return "No time measured for these indices here yet: seconds to minutes."
+        total += found.seconds
+        sources.add(found.source)
+        parts.append(f"{measure_catalogue()[name]['label']} {duration(found.seconds)}")
+    return (f"{duration(total)} on this CPU, besides one pass over the images ({'; '.join(parts)}; "
+            f"{', '.join(sorted(sources))}, as the square of the images).")
 
 
 def similarity_heatmaps(similarity: dict | None, grid: dict | None) -> None:

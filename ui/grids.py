@@ -14,6 +14,7 @@ from core.progress import Status
 from core.runs import bundled, estimates, recipes
 
 from .state import Selection, store
+from .text import duration
 
 # What the Stitching page offers, by label (the URL holds the label): core/runs/recipes.py names them.
 RECIPES = {r.label: r for r in recipes.RECIPES.values()}
@@ -171,10 +172,7 @@ def time_hint(configs: list[dict], device: str) -> str:
     cells = estimates.cells_of(configs[0]) * len(configs)
     if found is None:
         return f"{cells} cells on the GPU: seconds to minutes (no grid of these settings has run on it here yet)."
-    seconds = found.seconds
-    when = f"about {seconds:.0f} s" if seconds < 90 else (f"about {seconds / 60:.0f} min" if seconds < 5400
-                                                          else f"about {seconds / 3600:.1f} h")
-    return f"{cells} cells: {when} on {'the GPU' if gpu else 'this CPU'} ({found.source})."
+    return f"{cells} cells: {duration(found.seconds)} on {'the GPU' if gpu else 'this CPU'} ({found.source})."
 
 
 def grid_rows(grid: dict) -> list[dict]:

@@ -14,3 +14,10 @@ _MARKDOWN = re.compile(r"([\\`*_\[\]()!|<>~$])")
 def plain(value) -> str:
     """``value`` as text that Markdown shows verbatim (links, images, emphasis, icons all inert)."""
     return _MARKDOWN.sub(r"\\\1", str(value))
+
+
+def duration(seconds: float) -> str:
+    """A time to wait, in words: ``about 40 s``, ``about 3 min``, ``about 1.5 h``."""
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"

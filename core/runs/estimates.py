@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from core.models import catalog
 from core.runs.store import Store
 
-__all__ = ["Estimate", "estimate", "cells_of"]
+__all__ = ["Estimate", "estimate", "cells_of", "similarity_estimate"]
 
 # Measured on the zoo's default pair (5 x 9 = 45 cells), 2 CPU cores, Quick budget (2,000
 # training / 1,000 test images), 2026-11-23, `python -m bench.recipes --device cpu`: Instant 15.2 s,
@@ -85,3 +85,44 @@ def _cpu_reference(config: dict) -> float:
     if mode in ("train", "lstsq+train"):
         seconds += _EPOCH_S * train * float(config.get("epochs", 1.0))
     return seconds / _CELLS
+
+
+# --- similarity indices (the Similarity page's hint under Compute) ---------------------------------
+# Seconds each index took on the default pair (5 x 9 = 45 layer pairs), 2,000 test images, 2 CPU
+# cores, 2026-12-01, `python -m bench.similarity_indices` (BENCHMARKS.md, "Similarity indices").
+_INDEX_S = {"linear-cka": 5.1, "rbf-cka": 6.0, "svcca": 18.4, "pwcca": 19.3, "procrustes": 42.5, "rsa": 26.5,
+            "linear-encoding": 38.6}
+_INDEX_PAIRS, _INDEX_IMAGES = 45, 2000
+# Every index works on n x n matrices (Grams, RDMs, an n-column factor): from 1,000 to 2,000 images
+# the indices took 2x (PWCCA) to 4x (linear CKA, SVCCA, encoding) as long on 2 cores (2026-12-01,
+# `python -m bench.similarity_indices --images 1000`), so the square: the cautious end.
+_IMAGES_EXPONENT = 2.0
+
+
+def similarity_estimate(store: Store, measure: str, images: int, layer_pairs: int) -> Estimate | None:
+    """Seconds for index ``measure`` on ``images`` test images and ``layer_pairs`` layer pairs (the
+    index alone, not the pass over the images): scaled from the newest run of it stored here, else
+    from the figures measured on 2 CPU cores; None for an index neither knows."""
+    stored = _similarity_history(store, measure)
+    if stored is not None:
+        seconds, n, pairs = stored
+        source = f"scaled from a run of {n:,} images here"
+    elif measure in _INDEX_S:
+        seconds, n, pairs = _INDEX_S[measure], _INDEX_IMAGES, _INDEX_PAIRS
+        source = "scaled from figures measured on 2 CPU cores"
+    else:
+        return None
+    return Estimate(seconds * layer_pairs / pairs * (images / n) ** _IMAGES_EXPONENT, source)
+
+
+def _similarity_history(store: Store, measure: str) -> tuple[float, int, int] | None:
+    """(seconds, images, layer pairs) of the newest finished run of ``measure`` stored here."""
+    for run in store.list_runs(kind="similarity", limit=200):
+        if run["status"] != "done" or measure not in run["config"].get("measures", []):
+            continue
+        result = store.get_artifact(run["id"], "result") or {}
+        timing = (result.get("measures") or {}).get(measure, {})
+        pairs = len(result.get("layers_a") or []) * len(result.get("layers_b") or [])
+        if timing.get("seconds") and result.get("n_examples") and pairs:
+            return timing["seconds"], result["n_examples"], pairs
+    return None
