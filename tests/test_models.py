@@ -201,3 +201,16 @@ def test_the_zoo_architectures_keep_ten_classes_by_default(tmp_path):
     torch.save(trained.module.state_dict(), plain)
     net = load_model(f"file:{plain}", config=config)
     assert net.num_classes == 10 and "num_classes" not in net.config
+
+
+def test_an_upload_of_a_torchvision_network_reads_its_classes_from_its_head(tmp_path):
+    """Uploads built straight from the config: torchvision's 1,000 classes, so a 10-class head was
+    refused as a shape mismatch."""
+    from core.models.uploads import save_upload
+
+    plain = tmp_path / "ten.pt"
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=10).state_dict(), plain)
+    name = save_upload(plain.read_bytes(), "ten.pt", "tv-ten-classes", replace=True,
+                       config={"arch": "torchvision", "name": "squeezenet1_1"})
+    net = load_model(name)
+    assert net.num_classes == 10 and net.config["num_classes"] == 10

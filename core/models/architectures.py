@@ -23,6 +23,7 @@ import torchvision
 from torch import nn
 
 __all__ = ["build_architecture", "check_config", "state_shapes", "input_channels", "classes_of", "classes_in_state",
+           "with_class_count",
            "SmallResNet", "VGGStyle", "ARCHITECTURES", "MAX_STATE_NUMBERS"]
 
 
@@ -310,6 +311,17 @@ def classes_in_state(config: dict, shapes: dict[str, tuple[int, ...]]) -> int | 
         counts.add(found[dim] if found is not None and len(found) == len(shape) else None)
     count = counts.pop() if len(counts) == 1 else None
     return count if count is not None and _whole(count, 1, _MAX_CLASSES) else None
+
+
+def with_class_count(config: dict, state: dict[str, torch.Tensor]) -> dict:
+    """A torchvision config that leaves ``num_classes`` unsaid, with the count its ``state`` dict's
+    head holds (a resnet18 fine-tuned to 10 classes and saved without it loads as
+    one), else torchvision's default. Said explicitly, so a random copy builds the same head. The
+    zoo's own architectures keep their default of 10."""
+    if config.get("arch") != "torchvision" or "num_classes" in config:
+        return config
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    return {**config, "num_classes": classes_in_state(config, shapes) or classes_of(config)}
 
 
 def _lay_out(config: dict) -> nn.Module | None:

@@ -27,7 +27,7 @@ from torch import nn
 from core import paths
 from core.data.datasets import FASHION_MNIST
 from core.models import sources, zoo
-from core.models.architectures import build_architecture, classes_in_state, classes_of, input_channels
+from core.models.architectures import build_architecture, classes_of, input_channels, with_class_count
 from core.models.checkpoints import CheckpointError, build_from_state, check_metadata, read_checkpoint
 
 __all__ = ["Network", "load_model", "cached_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -211,7 +211,7 @@ def _load_file(path: str, config: dict | None) -> Network:
         raise CheckpointError(f"{path} carries no architecture: pass config= (python: load_model(..., config=...)); "
                               f"StitchLab's own safetensors files carry it in their metadata")
     check_metadata(meta, path, config_from_file=not given)  # before building: a forged size is refused at once
-    config = meta["config"] = _with_class_count(config, state)
+    config = meta["config"] = with_class_count(config, state)
     module = build_from_state(config, state, path)
     dataset = meta.get("dataset", "fashion-mnist")
     # The network's own channel count (a torchvision file without metadata takes 3-channel images).
@@ -221,17 +221,6 @@ def _load_file(path: str, config: dict | None) -> Network:
     std = meta.get("std", FASHION_MNIST.std if dataset == "fashion-mnist" else (0.25,) * default_shape[0])
     return Network(f"file:{path}", freeze(module), tuple(meta.get("input_shape", default_shape)),
                    classes_of(config), tuple(mean), tuple(std), config, dataset, dict(meta))
-
-
-def _with_class_count(config: dict, state: dict[str, torch.Tensor]) -> dict:
-    """A torchvision config that leaves ``num_classes`` unsaid, with the count the file's head holds
-    (a resnet18 fine-tuned to 10 classes and saved without it loads as one), else torchvision's
-    default. Said explicitly, so a random copy builds the same head. The zoo's own architectures
-    keep their default of 10."""
-    if config.get("arch") != "torchvision" or "num_classes" in config:
-        return config
-    found = classes_in_state(config, {key: tuple(value.shape) for key, value in state.items()})
-    return {**config, "num_classes": found or classes_of(config)}
 
 
 def list_models() -> list[dict]:

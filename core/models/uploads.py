@@ -83,7 +83,7 @@ def save_upload(data: bytes, filename: str, name: str | None = None, config: dic
         raise UploadExists(target.stem)
     import torch  # here, not above: listing uploads (the sidebar) must not pay for torch
 
-    from core.models.architectures import input_channels
+    from core.models.architectures import input_channels, with_class_count
     from core.models.checkpoints import (
         build_from_state,
         check_metadata,
@@ -111,6 +111,7 @@ def save_upload(data: bytes, filename: str, name: str | None = None, config: dic
                               f"architecture it was trained with")
     # Every key checked, and the config's size held to the file's tensors, before anything is built.
     check_metadata(meta, filename, config_from_file=not (like or config))
+    meta["config"] = with_class_count(meta["config"], state)
     module = build_from_state(meta["config"], state, filename)
     module.eval()
     shape = tuple(meta.get("input_shape", (input_channels(meta["config"]), 32, 32)))
