@@ -12,6 +12,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = PROJECT_ROOT / "assets"
 BUNDLED_ZOO = ASSETS / "zoo"
+# Where Debian's dataset-fashion-mnist package (make setup) puts the dataset's gzipped IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def zoo_dir() -> Path:

@@ -31,10 +31,10 @@ from torchvision.datasets.utils import extract_archive
 
 from core import paths
 from core.data.classes import CLASSES
+from core.paths import DEBIAN_FASHION_MNIST
 
 __all__ = ["DatasetInfo", "ImageSet", "load_dataset", "list_datasets", "DEBIAN_FASHION_MNIST"]
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @dataclass(frozen=True)

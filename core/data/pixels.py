@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from core import paths
+from core.paths import DEBIAN_FASHION_MNIST
 
 __all__ = ["load_test_images", "DEBIAN_FASHION_MNIST"]
 
-# The same folder core.data.datasets unpacks from (that module imports torch, so it is named again here).
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _IDX_IMAGES = 2051  # the IDX magic number of a uint8 image file with three dimensions
 _PADDING = 2  # 28 -> 32 pixels, as the networks were trained
 
