@@ -9,7 +9,7 @@ from ui import attributions as attr
 from ui import jobs, navigation, presenter
 from ui.gallery import gallery
 from ui.grid_view import cell_picker
-from ui.state import store
+from ui.state import dataset_mismatch, store
 
 navigation.through_app()
 
@@ -20,7 +20,7 @@ st.title("Attributions")
 st.caption("Which pixels drive each network's answer? Same image, same target class, three networks: the sender, "
            "the receiver, and the stitched network (sender up to layer i → stitch → receiver from layer j).")
 
-mismatch = attr.dataset_mismatch(sel.sender, sel.receiver, sel.dataset)
+mismatch = dataset_mismatch(sel.sender, sel.receiver, sel.dataset)
 if mismatch:
     st.error(mismatch)
     st.stop()

@@ -17,6 +17,7 @@ from ui.analysis import (
     stored_similarity,
 )
 from ui.grids import first_to_compare, grid_json, grids_of_pair, run_picker
+from ui.state import dataset_mismatch
 
 navigation.through_app()
 
@@ -25,6 +26,8 @@ st.title("Similarity: do the layers represent the images alike?")
 st.caption("Similarity indices compare what two layers compute on the same test images; stitching asks whether the "
            "receiver can *use* the sender's layer. Which index agrees with stitching, and where do they disagree?")
 
+if mismatch := dataset_mismatch(sel.sender, sel.receiver, sel.dataset):  # a choice, but rarely the intended one
+    st.warning(f"{mismatch[:-1]}; the indices below compare them on images they were never trained on.")
 catalogue = offered_measures()
 left, right = st.columns([3, 2])
 default = ["rbf-cka" if st.query_params.get("cka_kernel") == "rbf" else "linear-cka"]  # an old CKA page link

@@ -16,6 +16,7 @@ from ui.grids import (
     start,
     time_hint,
 )
+from ui.state import dataset_mismatch
 
 navigation.through_app()
 
@@ -47,6 +48,10 @@ with st.expander("Settings", expanded=True):
     configs.update({c: grid_config(sel, s_layers, r_layers, recipe, budget, control=c) for c in controls})
     run = st.button("Run", type="primary", icon=":material/play_arrow:")
     st.caption(time_hint(list(configs.values()), sel.device))
+# Networks scored on a dataset they were not trained on stitch at chance: nothing to run or show.
+if mismatch := dataset_mismatch(sel.sender, sel.receiver, sel.dataset):
+    st.error(mismatch)
+    st.stop()
 if run and not start(list(configs.values()), sel.device):
     st.toast("These grids are already stored (or running): shown below.")
 jobs.progress_panel()

@@ -19,6 +19,7 @@ from core.runs.store import Store
 from ui import attributions as attr
 from ui import lesson_text as say
 from ui.analysis import agreement
+from ui.state import dataset_mismatch
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 STEP = {n: s for n, s in enumerate(["1 · The question", "2 · Same architecture, two seeds", "3 · Later into earlier",
@@ -243,8 +244,8 @@ def test_attributions_refuses_a_dataset_the_networks_were_not_trained_on(app_db)
 
 
 def test_the_mismatch_check_passes_a_matching_dataset():
-    assert attr.dataset_mismatch(*PAIR, "fashion-mnist") is None
-    assert attr.dataset_mismatch(PAIR[0], PAIR[0], "cifar10").startswith(f"{PAIR[0]} was trained on")
+    assert dataset_mismatch(*PAIR, "fashion-mnist") is None
+    assert dataset_mismatch(PAIR[0], PAIR[0], "cifar10").startswith(f"{PAIR[0]} was trained on")
 
 
 def test_a_failed_scoring_is_said_in_one_line_and_not_as_still_running(app_db, monkeypatch):

@@ -325,3 +325,24 @@ def test_the_stitching_page_runs_every_recipe_and_budget(app, stored):
             finally:
                 for job in queued:
                     jobs.cancel(Store(db), job["id"])
+
+
+def test_networks_trained_on_another_dataset_are_said_so_before_any_work(stored, monkeypatch):
+    """CIFAR-10 beside Fashion-MNIST networks: the Stitching page queued a grid of chance-level
+    stitches and the Similarity page said nothing (the Attributions page already refused)."""
+    db, _ = stored
+    monkeypatch.setenv("STITCHLAB_DB", str(db))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(dataset="cifar10", recipe=INSTANT, budget=QUICK)
+    at.run()
+    _no_trouble(at)
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("zoo/resnet_1111-s0 and zoo/resnet_2222-s0 were trained on Fashion-MNIST, not CIFAR-10")
+    assert not at.get("plotly_chart")
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not jobs.list_jobs(Store(db), active_only=True)  # nothing queued
+    at.switch_page("pages/cka.py")
+    at.run()
+    _no_trouble(at)
+    assert any("never trained on" in w.value for w in at.warning)

@@ -13,14 +13,12 @@ import warnings
 import numpy as np
 
 from core import runs
-from core.models import catalog
 from core.runs import bundled
 from core.runs.analysis import attributions_config, predictions_config
 
 from .grids import grids_of_pair, run_label  # noqa: F401 - run_label: in ui.grids, for the CKA and Runs pages too
 from .state import store
 
-DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # Datasets of light objects on a black background: a photo of a dark object on a light one is
 # their negative, and networks trained on them read it as such.
 LIGHT_ON_BLACK = {"fashion-mnist"}
@@ -33,22 +31,6 @@ def stored(kind: str, config: dict):
     """The stored result of ``kind`` for ``config``, or None."""
     run = runs.find(store(), kind, config)
     return None if run is None else runs.load(store(), run["id"])
-
-
-def dataset_mismatch(sender: str, receiver: str, dataset: str) -> str | None:
-    """One line saying that the networks were trained on another dataset than ``dataset`` and
-    how to fix it, or None. Checked from the models' records before any work is asked for: the
-    worker would only fail later, on the first layer's channels."""
-    other = {name: trained_on for name in dict.fromkeys((sender, receiver))
-             if (trained_on := catalog.trained_on(name)) not in (None, dataset)}
-    if not other:
-        return None
-    names = " and ".join(other)
-    were = "were" if len(other) > 1 else "was"
-    trained = " and ".join(DATASET_NAMES.get(d, d) for d in dict.fromkeys(other.values()))
-    fix = next(iter(other.values()))
-    return (f"{names} {were} trained on {trained}, not {DATASET_NAMES.get(dataset, dataset)}: pick {fix} as "
-            f"the Dataset in the sidebar (or networks trained on {DATASET_NAMES.get(dataset, dataset)}).")
 
 
 def scoring_failure(config: dict) -> str | None:

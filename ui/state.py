@@ -20,6 +20,7 @@ from core.runs.store import Store, StoreError
 from .text import plain
 
 DATASETS = ["fashion-mnist", "cifar10"]
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 DEVICES = ["auto", "cpu", "cuda"]
 
 
@@ -120,3 +121,19 @@ def sidebar() -> Selection:
                               help="auto: the GPU when there is one. Work runs in a background worker.")
         st.caption("The URL holds every selection: copy it to share this view.")
     return Selection(sender, receiver, dataset, device)
+
+
+def dataset_mismatch(sender: str, receiver: str, dataset: str) -> str | None:
+    """One line saying that the networks were trained on another dataset than ``dataset`` and
+    how to fix it, or None. Checked from the models' records before any work is asked for: the
+    worker would only fail later, on the first layer's channels."""
+    other = {name: trained_on for name in dict.fromkeys((sender, receiver))
+             if (trained_on := catalog.trained_on(name)) not in (None, dataset)}
+    if not other:
+        return None
+    names = " and ".join(other)
+    were = "were" if len(other) > 1 else "was"
+    trained = " and ".join(DATASET_NAMES.get(d, d) for d in dict.fromkeys(other.values()))
+    fix = next(iter(other.values()))
+    return (f"{names} {were} trained on {trained}, not {DATASET_NAMES.get(dataset, dataset)}: pick {fix} as "
+            f"the Dataset in the sidebar (or networks trained on {DATASET_NAMES.get(dataset, dataset)}).")
