@@ -56,3 +56,11 @@ def app_db(tmp_path, monkeypatch):
     monkeypatch.setenv("STITCHLAB_DB", str(db))
     monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: 0)
     return db
+
+
+@pytest.fixture
+def uploads_home(tmp_path, monkeypatch):
+    """A home of its own: uploads made here neither see nor leave others'."""
+    monkeypatch.setenv("STITCHLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STITCHLAB_DB", str(tmp_path / "home" / "db.sqlite3"))
+    return tmp_path / "home"

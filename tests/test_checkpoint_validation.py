@@ -32,13 +32,6 @@ def _forge(path, metadata, tensors=None):
     return path
 
 
-@pytest.fixture
-def uploads_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("STITCHLAB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STITCHLAB_DB", str(tmp_path / "home" / "db.sqlite3"))
-    return tmp_path / "home"
-
-
 def _one_line(message: str) -> str:
     assert "\n" not in message and "Traceback" not in message and "object at" not in message, message
     return message

@@ -32,14 +32,6 @@ def _one_clean_line(message: str) -> str:
     return message
 
 
-@pytest.fixture
-def uploads_home(tmp_path, monkeypatch):
-    """A home of its own: uploads made here neither see nor leave others'."""
-    monkeypatch.setenv("STITCHLAB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STITCHLAB_DB", str(tmp_path / "home" / "db.sqlite3"))
-    return tmp_path / "home"
-
-
 # --- what a file that is not a usable checkpoint is told ---------------------------------------
 
 def test_a_whole_pickled_model_is_refused_in_one_line_naming_its_class(tmp_path):

@@ -101,11 +101,17 @@ def _constant(name: str, images: str) -> ValueError:
                       f"(fixed split, seed {SPLIT_SEED}); leave this layer out or use more images")
 
 
+def _checked_gram(feats: torch.Tensor, name: str, rows: torch.Tensor, images: str, train: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of the centred features, centred on the training images, after checking
+    that the features vary on ``rows`` (the ``images`` images an R^2 needs them to vary on)."""
+    fc = centred(feats, name, INDEX)
+    _check_varies(fc, rows, name, images)
+    return _recentred(gram(fc), train)
+
+
 def _predictor(x: torch.Tensor, name: str, split) -> _Predictor:
     train, val, test = split
-    xc = centred(x, name, INDEX)
-    _check_varies(xc, train, name, "training")
-    K = _recentred(gram(xc), train)
+    K = _checked_gram(x, name, train, "training", train)
     K_train = K[train][:, train]
     scale = K_train.trace() / len(train)  # the mean eigenvalue: the training images' mean squared norm
     penalties = scale * 10.0 ** torch.tensor(PENALTY_EXPONENTS, dtype=torch.float64)
@@ -121,9 +127,7 @@ def _predictor(x: torch.Tensor, name: str, split) -> _Predictor:
 
 def _target(y: torch.Tensor, name: str, split) -> _Target:
     train, val, test = split
-    yc = centred(y, name, INDEX)
-    _check_varies(yc, test, name, "test")
-    L = _recentred(gram(yc), train)
+    L = _checked_gram(y, name, test, "test", train)
     L_test = L[test][:, test]
     spread = (L_test.trace() - L_test.sum() / len(test)).item()  # sum ||y - mean_test||^2
     if not spread > 0:  # the features vary on the test images, by less than rounding
