@@ -111,7 +111,7 @@ def cmd_layers(args) -> None:
 def grid_settings(args) -> dict:
     """The grid's settings: a recipe and budget (``--recipe``/``--budget``, as the page offers
     them), then every flag given explicitly on top."""
-    from core.runs.recipes import grid_config
+    from core.runs.recipes import RECIPES, grid_config
 
     explicit = {k: v for k, v in {
         "sender_layers": _csv(args.sender_layers), "receiver_layers": _csv(args.receiver_layers),
@@ -130,7 +130,8 @@ def grid_settings(args) -> dict:
         config = GridConfig.from_dict({"sender": args.sender, "receiver": args.receiver, **fields})
         config.validate()
         return asdict(config)
-    return grid_config(args.sender, args.receiver, args.recipe, args.budget or "full", **fields)
+    budget = args.budget or next((r.budget for r in RECIPES.values() if args.recipe in (r.key, r.label)), "full")
+    return grid_config(args.sender, args.receiver, args.recipe, budget, **fields)
 
 
 def cmd_grid(args) -> None:
@@ -335,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("receiver")
     p.add_argument("--sender-layers", metavar="L1,L2", help="default: stem and every block")
     p.add_argument("--receiver-layers", metavar="L1,L2")
-    p.add_argument("--recipe", help="instant | standard | paper: the Stitching page's recipes, the same stored "
-                                    "grids (core/runs/recipes.py); the flags below override it")
-    p.add_argument("--budget", help="quick | full: the page's image budgets (default with --recipe: full)")
+    p.add_argument("--recipe", help="quick | instant | standard | paper: the Stitching page's recipes, the same "
+                                    "stored grids (core/runs/recipes.py); the flags below override it")
+    p.add_argument("--budget", help="quick | full: the page's image budgets (default with --recipe: quick for "
+                                    "the quick recipe, else full)")
     p.add_argument("--mode", help="train | lstsq | lstsq+train (default train)")
     p.add_argument("--control", default="none", help="none | random-sender | random-receiver | random-both")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | folder:PATH")

@@ -82,6 +82,7 @@ for column, (control, run_row) in zip(st.columns(3) if shown else [], shown):
                           width=grid_view.column_width(3))
 # Below the grids, so that the grid itself is on screen first (a projector's 720 pixels).
 grid_view.bundled_note(runs["none"], recipe, seed_diagonal(configs["none"]))
+grid_view.seed_check_note(runs["none"], recipe)
 with st.expander("Stitched accuracy along the receiver, with the networks' own accuracy as reference"):
     grid_view.plot(grid_view.charts.reference_profile(grid))
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core import paths, runs
 from core.models import catalog, zoo
 from core.progress import Status
-from core.runs import bundled, jobs
+from core.runs import bundled, jobs, recipes
 from core.runs.recipes import grid_config
 from core.runs.store import Store
 
@@ -101,7 +101,20 @@ def test_the_first_screen_opens_on_the_bundled_task_trained_grid_with_its_contro
     note = " ".join(i.value for i in at.info)
     assert "bundled with StitchLab" in note and LESSON["made_with"]["device"] in note
     assert "Sanity check beside it" in " ".join(c.value for c in at.caption)
+    assert "Sanity check of" not in " ".join(c.value for c in at.caption)  # its own diagonal, not the recipe's
     assert not any("No grid stored" in i.value for i in at.info)
+
+
+def test_the_first_screen_offers_the_quick_recipe_for_a_run_on_this_cpu(fresh_app):
+    """Its Paper recipe on every image takes hours on a CPU, and Run would have started just that."""
+    at = fresh_app
+    at.button(key="use_quick_recipe").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="recipe").value == recipes.RECIPES["quick"].label
+    assert at.radio(key="budget").value == recipes.BUDGETS["quick"].label
+    assert at.multiselect(key="controls").value == ["random-sender", "random-receiver", "random-both"]  # kept
+    assert any("No grid stored" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "use_quick_recipe"]
 
 
 def test_a_bundled_cell_says_it_holds_accuracies_only(fresh_app):

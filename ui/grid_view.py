@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data import classes as data_info
-from core.runs import bundled
+from core.runs import bundled, recipes
 
 from . import charts, presenter
-from .grids import cell
+from .grids import RECIPES, cell, use_recipe
 from .text import plain
 
 # px: the main area of a 1280-px-wide window in presenter mode, which hides the sidebar (measured in Chromium)
@@ -134,6 +134,14 @@ def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:
                                    "cell_i": i, "cell_j": j})
 
 
+def seed_check_note(run: dict, recipe_label: str) -> None:
+    """Under a grid computed here: its recipe's measured sanity check (a bundled grid has its own
+    diagonal beside it, :func:`bundled_note`)."""
+    recipe = RECIPES.get(recipe_label)
+    if bundled.provenance(run) is None and recipe is not None and recipe.seed_check:
+        st.caption(f"**Sanity check of {recipe.label}** {recipe.seed_check}.")
+
+
 def bundled_note(run: dict, recipe_label: str, diagonal: dict | None) -> None:
     """Where a bundled grid came from, and the sanity check that goes beside it: the same recipe
     stitching two seeds of one network at matching layers. A pattern is only read as a finding
@@ -143,8 +151,11 @@ def bundled_note(run: dict, recipe_label: str, diagonal: dict | None) -> None:
         return
     st.info(f"**{recipe_label}**, bundled with StitchLab: computed with `{made.get('command')}` on "
             f"{made.get('device')} ({str(made.get('date', ''))[:10]}, torch {made.get('torch')}). "
-            "It ships accuracies only; press **Run** with Device *cpu* for a run of your own (stored beside it).",
-            icon=":material/inventory_2:")
+            "It ships accuracies only; a run of your own is stored beside it.", icon=":material/inventory_2:")
+    if recipe_label != recipes.RECIPES["quick"].label:  # its recipe takes hours on a CPU: offer the one made for it
+        st.button("Switch to the Quick trained recipe to compute this grid on your CPU (about a minute a grid), "
+                  "then press Run", on_click=use_recipe, args=("quick", "quick"), icon=":material/bolt:",
+                  key="use_quick_recipe")
     if diagonal and diagonal["cells"] and diagonal["receiver_accuracy"] is not None:
         cells = " · ".join(f"{layer} {acc:.2f}" for layer, acc in diagonal["cells"])
         worst = min(diagonal["cells"], key=lambda c: c[1])

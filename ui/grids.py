@@ -110,6 +110,13 @@ def use_settings(settings: dict) -> None:
 _PENDING_SETTINGS = "_settings_for_stitching"
 
 
+def use_recipe(recipe: str, budget: str) -> None:
+    """A Stitching-page button's ``on_click``: its recipe and images set to ``recipe`` and ``budget``
+    (keys of core.runs.recipes), the other settings kept. Before the page's next run, so before
+    its widgets exist: allowed for keys bound to the URL, which the widgets then update."""
+    st.session_state.update(recipe=recipes.RECIPES[recipe].label, budget=recipes.BUDGETS[budget].label)
+
+
 def _with_unset(settings: dict) -> dict:
     """``settings`` with the layer and control choices it leaves out emptied (not the last grid's)."""
     return {"s_layers": [], "r_layers": [], "controls": [], **settings}

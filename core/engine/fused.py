@@ -31,6 +31,8 @@ from core.engine.folding import folded
 from core.engine.layers import Layer, receiver_suffix, sender_prefix
 from core.engine.lstsq import LstsqTooLarge, NormalEquations
 from core.engine.options import EngineOptions
+from core.engine.precondition import MAX_PRECONDITIONED_INPUTS, input_preconditioner, precondition_gradient_
+from core.engine.results import LR_SCHEDULES
 from core.engine.stitches import Stitch
 from core.progress import check_cancel
 
@@ -62,10 +64,25 @@ class Cell:
     failed: str | None = None
     notes: list = field(default_factory=list)
     owner: object = None  # whose cell this is (the grid it belongs to, when several share a pass)
+    # The inverse Gram of the stitch's input that its gradient is multiplied by during training
+    # (core.engine.precondition); set by fit_lstsq(precondition=True), shared by cells whose stitch
+    # inputs are the same rows.
+    preconditioner: object = None
 
     @property
     def key(self) -> tuple[str, str]:
         return self.sender_layer.name, self.receiver_layer.name
+
+
+def _lr_schedule(optimizer, schedule: str, total_steps: int):
+    """torch's scheduler for ``schedule``, stepped once per training step: None for ``constant``,
+    ``linear`` from the learning rate down to 0 at ``total_steps``."""
+    if schedule == "constant":
+        return None
+    if schedule == "linear":
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                                                 total_iters=total_steps)
+    raise ValueError(f"unknown lr_schedule {schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def engine_network(net, layers=(), fold_bn: bool = True, channels_last: bool = True):
@@ -196,8 +213,11 @@ class FusedStitches:
 
     # --- task-loss training ------------------------------------------------------------------
     def train(self, data: ImageSet, epochs: float, batch_size: int, lr: float, momentum: float,
-              weight_decay: float, seed: int, report=None, cancel=None, log_every: int = 20) -> None:
+              weight_decay: float, seed: int, report=None, cancel=None, log_every: int = 20,
+              lr_schedule: str = "constant") -> None:
         """SGD on the stitches' cross-entropy; failed (diverged) cells are dropped as they fail.
+        A cell with a ``preconditioner`` steps along its preconditioned gradient; ``lr_schedule``
+        ``linear`` decays the learning rate to 0 at the last step.
 
         ``report(stage, fraction, message)`` hears of every ``log_every``-th step (a
         :class:`core.progress.Reporter`); ``cancel`` is asked before every step, so a cancel
@@ -209,6 +229,7 @@ class FusedStitches:
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         steps_per_epoch = -(-len(data) // batch_size)
         total_steps = max(1, round(epochs * steps_per_epoch))
+        schedule = _lr_schedule(optimizer, lr_schedule, total_steps)
         generator = torch.Generator().manual_seed(seed)  # same order for every chunk and every device
         for c in active:
             c.stitch.train()
@@ -223,6 +244,8 @@ class FusedStitches:
                         break
                     check_cancel(cancel)
                     losses = self._train_step(images, labels, active, optimizer)
+                    if schedule is not None:
+                        schedule.step()
                     running += losses.detach()
                     since += 1
                     step += 1
@@ -258,6 +281,9 @@ class FusedStitches:
         total = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        for cell in active:
+            if cell.preconditioner is not None:
+                precondition_gradient_(cell.stitch, cell.preconditioner)
         optimizer.step()
         return losses
 
@@ -283,9 +309,10 @@ class FusedStitches:
 
     # --- least squares -------------------------------------------------------------------------
     def fit_lstsq(self, data: ImageSet, batch_size: int, seed: int, rows_per_batch: int = 8192,
-                  report=None, cancel=None) -> None:
+                  report=None, cancel=None, precondition: bool = False) -> None:
         """Fit every stitch's linear part to the receiver's own activation at its layer (``cancel``
-        is asked before every batch)."""
+        is asked before every batch); with ``precondition``, also give each cell the
+        preconditioner of its input (:mod:`core.engine.precondition`) for :meth:`train`."""
         targets = _prefixes(self.cells, "receiver", **self._engine)
         systems: dict[int, NormalEquations] = {}
         grams: dict[tuple, dict] = {}
@@ -339,9 +366,21 @@ class FusedStitches:
                         system.add_cross(x, ys[target_key])
                 if report:
                     report("lstsq", (b + 1) / n_batches, f"least squares: batch {b + 1}/{n_batches}")
+        preconditioners: dict[int, torch.Tensor] = {}  # one per Gram: cells sharing rows share it
         for k, system in systems.items():
             weight, bias = system.solve()
-            self.cells[k].stitch.set_linear(weight, bias)
+            cell = self.cells[k]
+            cell.stitch.set_linear(weight, bias)
+            if not precondition:
+                continue
+            if weight.shape[1] > MAX_PRECONDITIONED_INPUTS:
+                cell.notes.append(f"trained with its plain gradient: {weight.shape[1]} inputs, over the "
+                                  f"{MAX_PRECONDITIONED_INPUTS} a preconditioner is kept for")
+                continue
+            key = id(system.gram)
+            if key not in preconditioners:
+                preconditioners[key] = input_preconditioner(system.augmented_gram())
+            cell.preconditioner = preconditioners[key]
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluate(self, data: ImageSet, batch_size: int, report=None, cancel=None) -> dict[int, torch.Tensor]:

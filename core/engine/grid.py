@@ -173,7 +173,8 @@ def run_grids(configs: list[GridConfig | dict], store=None, device: str | torch.
 
 
 _SHARED_FIELDS = ("mode", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "train_limit",
-                  "eval_limit", "seed", "bn_before", "bn_after", "lstsq_rows", "lstsq_images")
+                  "eval_limit", "seed", "bn_before", "bn_after", "lstsq_rows", "lstsq_images", "precondition",
+                  "lr_schedule")
 
 
 def _training_signature(config: GridConfig) -> tuple:
@@ -358,7 +359,7 @@ def _run_chunk(config: GridConfig, chunk: list[Cell], train: ImageSet, test: Ima
         _fit_chunk(config, fused, train, device, report.span(0.0, fit_end), cancel)
     if trains:
         fused.train(train, config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay,
-                    config.seed, report.span(fit_end, train_end), cancel)
+                    config.seed, report.span(fit_end, train_end), cancel, lr_schedule=config.lr_schedule)
     confusions = fused.evaluate(test, _eval_batch(device), report.span(train_end, 1.0), cancel)
     for cell in chunk:
         cell.confusion = confusions.get(id(cell))
@@ -369,7 +370,7 @@ def _fit_chunk(config: GridConfig, fused: FusedStitches, train: ImageSet, device
     squares is trained from its default initialisation instead."""
     # No backward here, so large batches; each batch gives at most lstsq_rows rows per system.
     fused.fit_lstsq(train.head(config.lstsq_images), 1000 if device.type == "cuda" else 256, config.seed,
-                    config.lstsq_rows, report, cancel)
+                    config.lstsq_rows, report, cancel, precondition=config.precondition)
     if config.mode == "lstsq+train":
         for cell in fused.cells:
             if cell.failed:

@@ -50,19 +50,25 @@ class NormalEquations:
         self.xty.addmm_(x.double().T, y.double())
         self.ysum += y.double().sum(0)
 
+    def augmented_gram(self) -> torch.Tensor:
+        """``[[XᵀX, Xᵀ1], [1ᵀX, n]]`` (float64, a new tensor): the Gram of the rows with a 1
+        appended for the bias."""
+        xtx, xsum, n = self.gram["xtx"], self.gram["xsum"], self.gram["n"]
+        if n == 0:
+            raise ValueError("least squares saw no data")
+        d = xtx.shape[0]
+        a = torch.empty(d + 1, d + 1, dtype=torch.float64, device=xtx.device)
+        a[:d, :d], a[:d, d], a[d, :d], a[d, d] = xtx, xsum, xsum, n
+        return a
+
     def solve(self, ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight (d_out, d_in), bias (d_out,))`` in float32, minimising the squared error.
 
         A ridge of ``ridge`` x the mean diagonal keeps rank-deficient systems (dead ReLU
         channels, constant pixels) solvable without noticeably biasing well-posed ones.
         """
-        xtx, xsum, n = self.gram["xtx"], self.gram["xsum"], self.gram["n"]
-        if n == 0:
-            raise ValueError("least squares saw no data")
-        d = xtx.shape[0]
-        # Augment with the bias: [[XᵀX, Xᵀ1], [1ᵀX, n]] [W; b] = [XᵀY; 1ᵀY]
-        a = torch.empty(d + 1, d + 1, dtype=torch.float64, device=xtx.device)
-        a[:d, :d], a[:d, d], a[d, :d], a[d, d] = xtx, xsum, xsum, n
+        d = self.gram["xtx"].shape[0]
+        a = self.augmented_gram()  # [[XᵀX, Xᵀ1], [1ᵀX, n]] [W; b] = [XᵀY; 1ᵀY]
         rhs = torch.cat([self.xty, self.ysum[None]], 0)
         scale = a.diagonal().mean().clamp_min(1e-12)
         a.diagonal().add_(ridge * scale)

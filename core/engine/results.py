@@ -26,13 +26,16 @@ from dataclasses import asdict, dataclass, field, fields
 
 from core.models.sources import fingerprint
 
-__all__ = ["GridConfig", "GridResult", "load_grid", "summarize", "MODES", "CONTROLS", "DEFAULT_MAX_PARAMS",
-           "fingerprint"]
+__all__ = ["GridConfig", "GridResult", "load_grid", "summarize", "MODES", "CONTROLS", "LR_SCHEDULES",
+           "DEFAULT_MAX_PARAMS", "fingerprint"]
 
 DEFAULT_MAX_PARAMS = 25_000_000  # ~100 MB of fp32 weights for one stitch: beyond that it is no longer "small"
 
 MODES = ("train", "lstsq", "lstsq+train")
 CONTROLS = ("none", "random-sender", "random-receiver", "random-both")
+LR_SCHEDULES = ("constant", "linear")  # core.engine.fused's schedules
+# Settings added after runs were stored, with the value those runs were made with.
+_LATER_FIELDS = {"precondition": False, "lr_schedule": "constant"}
 MAX_EPOCHS, MAX_LR = 100, 100.0  # beyond these a grid setting is a typo (see GridConfig.validate)
 @dataclass
 class GridConfig:
@@ -59,10 +62,19 @@ class GridConfig:
     lstsq_rows: int = 4096  # rows per batch for the normal equations (positions subsampled): >> unknowns
     lstsq_images: int = 10000  # training images for the normal equations: plenty for <= 8192 unknowns
     max_stitch_params: int = DEFAULT_MAX_PARAMS
+    # SGD along the gradient times the inverse Gram of each stitch's input (lstsq+train only:
+    # the Gram is least squares'; core.engine.precondition), and the learning rate's schedule.
+    precondition: bool = False
+    lr_schedule: str = "constant"
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr-schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        if self.precondition and self.mode != "lstsq+train":
+            raise ValueError(f"precondition needs mode lstsq+train (its preconditioner is the least-squares fit's "
+                             f"Gram), got mode {self.mode!r}")
         if self.control not in CONTROLS:
             raise ValueError(f"unknown control {self.control!r}: choose one of {', '.join(CONTROLS)}")
         # NaN passes every comparison and inf overflows a step count: refused, never run "done" at chance.
@@ -109,8 +121,11 @@ class GridConfig:
         return cls(**d)
 
     def identity(self, device_type: str) -> dict:
-        """The config plus what else changes the numbers: model weights and the device type."""
-        return {**asdict(self), "sender_weights": fingerprint(self.sender),
+        """The config plus what else changes the numbers: model weights and the device type.
+        Fields added after runs were stored are left out at their defaults, so that those runs keep
+        their identity (and are found again rather than recomputed)."""
+        config = {k: v for k, v in asdict(self).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+        return {**config, "sender_weights": fingerprint(self.sender),
                 "receiver_weights": fingerprint(self.receiver), "device_type": device_type}
 
 

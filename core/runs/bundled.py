@@ -61,11 +61,9 @@ def seed_diagonal(store: Store, recipe_config: dict) -> dict | None:
     network with the same recipe, at matching layers (a stitch that cannot join a network to its
     own second seed says nothing about two different networks). ``{"sender", "receiver",
     "receiver_accuracy", "cells": [(layer, accuracy), ...]}``, or None without such a grid."""
-    settings = recipes.RECIPE_SETTINGS + recipes.BUDGET_SETTINGS
     for run in store.list_runs(kind="grid"):
         config, bundled = run["config"], provenance(run)
-        if not bundled or config.get("control", "none") != "none" or \
-                any(config.get(k) != recipe_config.get(k) for k in settings):
+        if not bundled or config.get("control", "none") != "none" or not recipes.made_alike(config, recipe_config):
             continue
         sender, receiver = sources.parse(config["sender"]), sources.parse(config["receiver"])
         if sender.base.rsplit("-s", 1)[0] != receiver.base.rsplit("-s", 1)[0] or sender.base == receiver.base:
