@@ -12,7 +12,8 @@ from ui.grids import (
     find_grid,
     grid_config,
     grid_json,
-    seed_diagonal,
+    seed_check_grids,
+    seed_checks,
     start,
     time_hint,
 )
@@ -81,8 +82,11 @@ for column, (control, run_row) in zip(st.columns(3) if shown else [], shown):
         grid_view.heatmap(grid_json(run_row), metric, key=f"heatmap_{control}", selectable=False,
                           width=grid_view.column_width(3))
 # Below the grids, so that the grid itself is on screen first (a projector's 720 pixels).
-grid_view.bundled_note(runs["none"], recipe, seed_diagonal(configs["none"]))
-grid_view.seed_check_note(runs["none"], recipe)
+grid_view.bundled_note(runs["none"], recipe)
+checks = seed_check_grids(configs["none"])
+if checks and grid_view.sanity_check_note(recipe, seed_checks(configs["none"]), time_hint(checks, sel.device)) \
+        and not start(checks, sel.device):
+    st.toast("The sanity check is already stored (or running).")
 with st.expander("Stitched accuracy along the receiver, with the networks' own accuracy as reference"):
     grid_view.plot(grid_view.charts.reference_profile(grid))
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core import paths, runs
 from core.models import catalog, zoo
 from core.progress import Status
-from core.runs import bundled, jobs, recipes
+from core.runs import bundled, jobs, recipes, seed_check
 from core.runs.recipes import grid_config
 from core.runs.store import Store
 
@@ -74,11 +74,11 @@ def test_the_bundle_was_computed_from_the_zoo_that_ships_beside_it():
 def test_the_seed_diagonal_beside_the_paper_recipe(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     bundled.install(store)
-    diagonal = bundled.seed_diagonal(store, PAPER_FULL)
+    (diagonal,) = seed_check.find(store, PAPER_FULL)
     seeds = LESSON["grids"]["seeds"]
-    assert diagonal["receiver"] == seeds["receiver"]
+    assert diagonal["receiver"] == seeds["receiver"] and diagonal["bundled"]
     assert diagonal["cells"] == [(layer, seeds["accuracy"][k][k]) for k, layer in enumerate(seeds["sender_layers"])]
-    assert bundled.seed_diagonal(store, grid_config("a", "b", "instant", "quick")) is None  # none bundled
+    assert seed_check.find(store, grid_config("a", "b", "instant", "quick")) == []  # none bundled
 
 
 @pytest.fixture
@@ -101,7 +101,9 @@ def test_the_first_screen_opens_on_the_bundled_task_trained_grid_with_its_contro
     note = " ".join(i.value for i in at.info)
     assert "bundled with StitchLab" in note and LESSON["made_with"]["device"] in note
     assert "Sanity check beside it" in " ".join(c.value for c in at.caption)
-    assert "Sanity check of" not in " ".join(c.value for c in at.caption)  # its own diagonal, not the recipe's
+    check = next(c.value for c in at.caption if "Sanity check beside it" in c.value)
+    assert "(bundled)" in check and "stem 0.66" in check and "Paper recipe (3 epochs from scratch) gives, not as " \
+        "proof" in check
     assert not any("No grid stored" in i.value for i in at.info)
 
 

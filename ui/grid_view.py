@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data import classes as data_info
-from core.runs import bundled, recipes
+from core.runs import bundled, recipes, seed_check
 
 from . import charts, presenter
 from .grids import RECIPES, cell, use_recipe
@@ -134,34 +134,50 @@ def cell_details(grid: dict, i: str, j: str, stitch_cka=None) -> None:
                                    "cell_i": i, "cell_j": j})
 
 
-def seed_check_note(run: dict, recipe_label: str) -> None:
-    """Under a grid computed here: its recipe's measured sanity check (a bundled grid has its own
-    diagonal beside it, :func:`bundled_note`)."""
-    recipe = RECIPES.get(recipe_label)
-    if bundled.provenance(run) is None and recipe is not None and recipe.seed_check:
-        st.caption(f"**Sanity check of {recipe.label}** {recipe.seed_check}.")
-
-
-def bundled_note(run: dict, recipe_label: str, diagonal: dict | None) -> None:
-    """Where a bundled grid came from, and the sanity check that goes beside it: the same recipe
-    stitching two seeds of one network at matching layers. A pattern is only read as a finding
-    where that diagonal comes close to the receiver."""
+def bundled_note(run: dict, recipe_label: str) -> None:
+    """Where a bundled grid came from; its recipe takes hours on a CPU, so the one made for a CPU is
+    offered beside it."""
     made = bundled.provenance(run)
     if made is None:
         return
     st.info(f"**{recipe_label}**, bundled with StitchLab: computed with `{made.get('command')}` on "
             f"{made.get('device')} ({str(made.get('date', ''))[:10]}, torch {made.get('torch')}). "
             "It ships accuracies only; a run of your own is stored beside it.", icon=":material/inventory_2:")
-    if recipe_label != recipes.RECIPES["quick"].label:  # its recipe takes hours on a CPU: offer the one made for it
+    if recipe_label != recipes.RECIPES["quick"].label:
         st.button("Switch to the Quick trained recipe to compute this grid on your CPU (about a minute a grid), "
                   "then press Run", on_click=use_recipe, args=("quick", "quick"), icon=":material/bolt:",
                   key="use_quick_recipe")
-    if diagonal and diagonal["cells"] and diagonal["receiver_accuracy"] is not None:
-        cells = " · ".join(f"{layer} {acc:.2f}" for layer, acc in diagonal["cells"])
-        worst = min(diagonal["cells"], key=lambda c: c[1])
-        st.caption(f"**Sanity check beside it** (same recipe, {diagonal['sender']} → {diagonal['receiver']}, two "
-                   f"seeds, matching layers): {cells}; receiver alone {diagonal['receiver_accuracy']:.2f}. "
-                   f"A stitch should join a network to its own second seed at about the receiver's accuracy; at "
-                   f"{worst[0]} it falls {diagonal['receiver_accuracy'] - worst[1]:.2f} short, so low cells there say "
-                   "the recipe under-trains, not that the networks differ. Read this grid as the paper's recipe, "
-                   "not as proof.")
+
+
+def sanity_check_note(recipe_label: str, checks: list[dict], time_hint: str = "") -> bool:
+    """The sanity check beside a grid (:mod:`core.runs.seed_check`): its recipe on its images
+    stitching two seeds of one network at matching layers. A pattern is only read as a finding where
+    those come close to the receiver. With no stored check, the recipe's measured one in words and a
+    button to run it here (``time_hint`` under it); returns whether that button was pressed."""
+    if checks:
+        pairs = "; ".join(f"{plain(c['sender'])} → {plain(c['receiver'])}: "
+                          + " · ".join(f"{layer} {acc:.2f}" for layer, acc in c["cells"])
+                          + f", receiver alone {c['receiver_accuracy']:.2f}" + (" (bundled)" if c["bundled"] else "")
+                          for c in checks)
+        (layer, gap), check = max(((seed_check.worst(c), c) for c in checks), key=lambda w: w[0][1])
+        if gap <= seed_check.MAX_GAP:
+            verdict = (f"every one is within {seed_check.MAX_GAP:.2f} of its receiver, so the check is passed: "
+                       "a low cell in this grid is not the recipe under-training.")
+        else:
+            verdict = (f"at {layer} ({plain(check['sender'])}) it falls {gap:.2f} short, so low cells there say the "
+                       f"recipe under-trains, not that the networks differ. Read this grid as what "
+                       f"{recipe_label} gives, not as proof.")
+        st.caption(f"**Sanity check beside it** (same recipe and training images, two seeds of one network, "
+                   f"matching layers, every test image): {pairs}. A stitch should join a network to its own "
+                   f"second seed at about the receiver's accuracy; {verdict}")
+        return False
+    recipe = RECIPES.get(recipe_label)
+    measured = f" Measured for {recipe.label}: {recipe.seed_check}." if recipe and recipe.seed_check else ""
+    st.caption(f"**Sanity check**: no grid of two seeds of one network with this recipe and training images is "
+               f"stored here yet; until one comes close to the receiver at every layer, read this grid's "
+               f"pattern as the recipe's, not as a finding.{measured}")
+    pressed = st.button("Run the sanity check here (two seeds of ResNet-1111 and of ResNet-2222)",
+                        icon=":material/rule:", key="run_seed_check")
+    if time_hint:
+        st.caption(time_hint)
+    return pressed

@@ -11,7 +11,7 @@ import streamlit as st
 from core import runs
 from core.engine.results import CONTROLS, load_grid
 from core.progress import Status
-from core.runs import bundled, estimates, recipes
+from core.runs import bundled, estimates, recipes, seed_check
 
 from .state import Selection, store
 from .text import duration
@@ -165,9 +165,14 @@ def seed_first_screen(sel: Selection) -> None:
         st.session_state.update(_with_unset({k: first[k] for k in ("recipe", "budget", "controls")}))
 
 
-def seed_diagonal(config: dict) -> dict | None:
-    """The bundled two-seed diagonal of this grid's recipe (see :func:`core.runs.bundled.seed_diagonal`)."""
-    return bundled.seed_diagonal(store(), config)
+def seed_checks(config: dict) -> list[dict]:
+    """The stored sanity check of this grid's recipe and images (:func:`core.runs.seed_check.find`)."""
+    return seed_check.find(store(), config)
+
+
+def seed_check_grids(config: dict) -> list[dict]:
+    """The grids that make that check, to run (:func:`core.runs.seed_check.check_configs`)."""
+    return seed_check.check_configs(config)
 
 
 def time_hint(configs: list[dict], device: str) -> str:
@@ -175,11 +180,12 @@ def time_hint(configs: list[dict], device: str) -> str:
     for their pair, recipe and images (:mod:`core.runs.estimates`)."""
     # The worker picks the GPU for "auto" when there is one; the page may not import torch to ask.
     gpu = device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
-    found = estimates.estimate(store(), configs[0], "cuda" if gpu else "cpu", grids=len(configs))
-    cells = estimates.cells_of(configs[0]) * len(configs)
-    if found is None:
+    found = [estimates.estimate(store(), config, "cuda" if gpu else "cpu") for config in configs]
+    cells = sum(estimates.cells_of(config) for config in configs)
+    if None in found:
         return f"{cells} cells on the GPU: seconds to minutes (no grid of these settings has run on it here yet)."
-    return f"{cells} cells: {duration(found.seconds)} on {'the GPU' if gpu else 'this CPU'} ({found.source})."
+    seconds = sum(f.seconds for f in found)
+    return f"{cells} cells: {duration(seconds)} on {'the GPU' if gpu else 'this CPU'} ({found[0].source})."
 
 
 def grid_rows(grid: dict) -> list[dict]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from core import paths
 from core.models import sources, zoo
-from core.runs import recipes, service
+from core.runs import service
 from core.runs.store import Store
 
-__all__ = ["BUNDLE_FILES", "install", "provenance", "seed_diagonal"]
+__all__ = ["BUNDLE_FILES", "install", "provenance"]
 
 BUNDLE_FILES = (paths.ASSETS / "lesson" / "lesson.json",)
 
@@ -54,26 +54,6 @@ def provenance(run: dict) -> dict | None:
     """Where a bundled run came from (command, device, date, torch, file), or None for a run
     computed here."""
     return (run.get("summary") or {}).get("bundled")
-
-
-def seed_diagonal(store: Store, recipe_config: dict) -> dict | None:
-    """The sanity check that goes beside a bundled grid: the bundled grid of two seeds of one
-    network with the same recipe, at matching layers (a stitch that cannot join a network to its
-    own second seed says nothing about two different networks). ``{"sender", "receiver",
-    "receiver_accuracy", "cells": [(layer, accuracy), ...]}``, or None without such a grid."""
-    for run in store.list_runs(kind="grid"):
-        config, bundled = run["config"], provenance(run)
-        if not bundled or config.get("control", "none") != "none" or not recipes.made_alike(config, recipe_config):
-            continue
-        sender, receiver = sources.parse(config["sender"]), sources.parse(config["receiver"])
-        if sender.base.rsplit("-s", 1)[0] != receiver.base.rsplit("-s", 1)[0] or sender.base == receiver.base:
-            continue
-        cells = {(c["sender_layer"], c["receiver_layer"]): c["accuracy"] for c in store.cells(run["id"], False)}
-        layers = [i for i in run["summary"]["sender_layers"] if (i, i) in cells]
-        return {"sender": config["sender"], "receiver": config["receiver"],
-                "receiver_accuracy": run["summary"].get("reference_accuracy"),
-                "cells": [(layer, cells[(layer, layer)]) for layer in layers], "run_id": run["id"]}
-    return None
 
 
 def _current_defaults(config: dict) -> dict:

@@ -98,11 +98,11 @@ def recipe_of(config: dict) -> tuple[Recipe | None, Budget | None]:
     return recipe, budget
 
 
-def made_alike(a: dict, b: dict) -> bool:
-    """Whether two grids' settings have the same recipe and budget settings (a setting a stored run
-    lacks counts as its default)."""
+def made_alike(a: dict, b: dict, settings: tuple[str, ...] = RECIPE_SETTINGS + BUDGET_SETTINGS) -> bool:
+    """Whether two grids' settings agree on ``settings`` (by default: recipe and budget); a setting
+    a stored run lacks counts as its default."""
     defaults = asdict(GridConfig("", ""))
-    return all({**defaults, **a}[k] == {**defaults, **b}[k] for k in RECIPE_SETTINGS + BUDGET_SETTINGS)
+    return all({**defaults, **a}[k] == {**defaults, **b}[k] for k in settings)
 
 
 def _training_defaults(defaults: dict) -> dict:
