@@ -121,9 +121,9 @@ def _cli(*args, prelude: str = "", timeout: int = 300) -> subprocess.CompletedPr
 
 def _new_process(monkeypatch) -> None:
     """What a newly started process knows: no file checked yet (the check runs once per process)."""
-    from core.runs import store as store_module
+    from core.runs import store_file
 
-    monkeypatch.setattr(store_module, "_CHECKED", set(), raising=False)
+    monkeypatch.setattr(store_file, "_CHECKED", set())
 
 
 # --- stores ------------------------------------------------------------------------------------
